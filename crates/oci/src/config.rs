@@ -14,55 +14,122 @@ pub struct ImageConfig {
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::null_as_default")]
     pub architecture: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::null_as_default")]
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub os_features: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ContainerConfig>,
     pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub history: Vec<History>,
 }
 
 /// What a container started from the image gets by default. Docker's capitalized keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerConfig {
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "User",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub user: String,
     #[serde(
         rename = "ExposedPorts",
         default,
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::json::null_as_default"
     )]
     pub exposed_ports: BTreeMap<String, EmptyObject>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub env: Vec<String>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Volumes",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub volumes: BTreeMap<String, EmptyObject>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub working_dir: String,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub stop_signal: String,
-    #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "ArgsEscaped",
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub args_escaped: bool,
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "OnBuild",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub on_build: Vec<String>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Shell",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub shell: Vec<String>,
 }
 
@@ -81,17 +148,47 @@ pub struct EmptyObject {}
 /// Docker's HEALTHCHECK settings; durations in nanoseconds as Go writes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Healthcheck {
-    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Test",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub test: Vec<String>,
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Interval",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub interval: i64,
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Timeout",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub timeout: i64,
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub start_period: i64,
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub start_interval: i64,
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Retries",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub retries: i64,
 }
 
@@ -99,7 +196,7 @@ pub struct Healthcheck {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::null_as_default")]
     pub diff_ids: Vec<DiffId>,
 }
 
@@ -123,7 +220,11 @@ pub struct History {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "crate::json::null_as_default"
+    )]
     pub empty_layer: bool,
 }
 
@@ -169,6 +270,17 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains(r#""ExposedPorts":{"80/tcp":{}}"#), "{s}");
         assert!(!s.contains("docker_version"));
+    }
+
+    #[test]
+    fn go_nulls_read_as_empty() {
+        let json = r#"{"architecture":"amd64","os":"linux","config":{"Env":null,"Cmd":null,
+            "OnBuild":null,"Labels":null,"User":null},"history":null,
+            "rootfs":{"type":"layers","diff_ids":null}}"#;
+        let c: ImageConfig = serde_json::from_str(json).unwrap();
+        let cc = c.config.unwrap();
+        assert!(cc.env.is_empty() && cc.cmd.is_none() && cc.user.is_empty());
+        assert!(c.history.is_empty() && c.rootfs.diff_ids.is_empty());
     }
 
     #[test]

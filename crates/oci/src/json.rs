@@ -1,4 +1,13 @@
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Go writes nil slices and maps as `null`; read those as empty.
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// The one JSON writer for blobs strata creates: compact, object keys sorted at every depth, no
 /// trailing newline. Going through `serde_json::Value` (a `BTreeMap` without the

@@ -260,13 +260,19 @@ mod tests {
     fn normalizes_like_docker() {
         assert_eq!(full("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(full("user/app:1.0"), "docker.io/user/app:1.0");
-        assert_eq!(full("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            full("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(full("localhost/app"), "localhost/app:latest");
         assert_eq!(full("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
         assert_eq!(full("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
         assert_eq!(full("ghcr.io/o/r:v_1.2-x"), "ghcr.io/o/r:v_1.2-x");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(full(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            full(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
         assert_eq!(
             full(&format!("busybox:1@{d}")),
             format!("docker.io/library/busybox:1@{d}")

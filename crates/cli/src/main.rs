@@ -1,0 +1,98 @@
+//! The `strata` command: argument parsing, wiring of the library crates, and output for people.
+//!
+//! It owns docker-compatible verbs, flags, table layouts and exit codes, and the only place
+//! errors are rendered (once, with hints). It never implements image logic itself: that lives
+//! in the library crates it calls.
+
+mod commands;
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A fast, daemonless container image builder and layer store.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Store location (default /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise)
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Only print what the verb's quiet form prints (image ids for images/history)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn default_root() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/strata");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("strata")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// docker's exit status for a command line it could not parse.
+const USAGE_EXIT: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(USAGE_EXIT),
+            };
+        }
+    };
+    init_logging(&cli.log_level);
+    let ctx = commands::Context {
+        root: cli.root.clone().unwrap_or_else(default_root),
+        quiet: cli.quiet,
+    };
+    match commands::run(&ctx, cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("Error: {}", render_error(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line each, without repeating a cause that the message
+/// already includes.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(&format!("\n  caused by: {c}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,242 @@
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+
+use oci::{Digest, Sha256Hasher};
+
+use crate::{IoContext, Result, Store, StoreError, sync_dir};
+
+/// Streams a blob into the store: bytes go to a temp file on the store's filesystem while they
+/// are hashed; [`BlobWriter::commit`] fsyncs, checks the digest and size it was told to expect,
+/// renames the file into `blobs/sha256/` and fsyncs the directory. Dropped without a commit, the
+/// temp file is removed, so a failed ingest leaves nothing visible.
+pub struct BlobWriter {
+    store: Store,
+    file: BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256Hasher,
+    size: u64,
+}
+
+impl BlobWriter {
+    pub(crate) fn new(store: &Store) -> Result<BlobWriter> {
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(store.tmp_dir())
+            .ctx(|| format!("creating a temp file in {}", store.tmp_dir().display()))?;
+        Ok(BlobWriter {
+            store: store.clone(),
+            file: BufWriter::with_capacity(1 << 20, tmp),
+            hasher: Sha256Hasher::new(),
+            size: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes the blob. `expected` (digest and optionally size) is checked before anything
+    /// becomes visible; a blob that is already present is success.
+    pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<(Digest, u64)> {
+        let digest = self.hasher.finish();
+        let size = self.size;
+        if let Some((want, want_size)) = expected
+            && (want != &digest || want_size.is_some_and(|s| s != size))
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: want.clone(),
+                expected_size: want_size.unwrap_or(size),
+                actual: digest,
+                actual_size: size,
+            });
+        }
+        let target = self.store.blob_path(&digest);
+        if target.is_file() {
+            return Ok((digest, size));
+        }
+        let ctx = || format!("storing blob {digest}");
+        let tmp = self
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(ctx)?;
+        tmp.as_file().sync_all().ctx(ctx)?;
+        tmp.persist(&target).map_err(|e| e.error).ctx(ctx)?;
+        sync_dir(&self.store.blobs_dir())?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Reads a blob and checks, when the stream ends, that what was read has the digest and size it
+/// should have; a mismatch is an `InvalidData` error at EOF instead of a silent success. Used
+/// wherever blob content leaves the store (export, save, push, unpack).
+pub struct VerifiedReader<R> {
+    inner: R,
+    hasher: Sha256Hasher,
+    read: u64,
+    expected: Digest,
+    expected_size: Option<u64>,
+    checked: bool,
+}
+
+impl<R: Read> VerifiedReader<R> {
+    pub fn new(inner: R, expected: Digest, expected_size: Option<u64>) -> Self {
+        VerifiedReader {
+            inner,
+            hasher: Sha256Hasher::new(),
+            read: 0,
+            expected,
+            expected_size,
+            checked: false,
+        }
+    }
+
+    fn check_at_eof(&mut self) -> io::Result<()> {
+        if self.checked {
+            return Ok(());
+        }
+        self.checked = true;
+        let actual = std::mem::take(&mut self.hasher).finish();
+        if actual != self.expected || self.expected_size.is_some_and(|s| s != self.read) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is corrupt: read {} bytes with digest {actual}",
+                    self.expected, self.read
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifiedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.check_at_eof()?;
+            return Ok(0);
+        }
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        if self.expected_size.is_some_and(|s| self.read > s) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob {} is longer than its recorded size", self.expected),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl Store {
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self)
+    }
+
+    /// Stores a small blob held in memory (a config, a manifest).
+    pub fn put_blob(&self, data: &[u8]) -> Result<Digest> {
+        let mut w = self.blob_writer()?;
+        w.write_all(data).ctx(|| "writing blob".to_string())?;
+        Ok(w.commit(None)?.0)
+    }
+
+    /// Opens a blob for streaming, verified at EOF.
+    pub fn open_blob(&self, digest: &Digest) -> Result<VerifiedReader<File>> {
+        let file = File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::BlobNotFound {
+                digest: digest.clone(),
+            },
+            _ => StoreError::Io {
+                context: format!("opening blob {digest}"),
+                source: e,
+            },
+        })?;
+        let size = file
+            .metadata()
+            .ctx(|| format!("reading blob {digest}"))?
+            .len();
+        Ok(VerifiedReader::new(file, digest.clone(), Some(size)))
+    }
+
+    /// Reads a small blob fully, verifying it.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut out)
+            .ctx(|| format!("reading blob {digest}"))?;
+        Ok(out)
+    }
+
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        match std::fs::metadata(self.blob_path(digest)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.clone(),
+            }),
+            Err(e) => Err(StoreError::Io {
+                context: format!("reading blob {digest}"),
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::temp_store;
+
+    #[test]
+    fn ingest_verifies_and_is_idempotent() {
+        let (_d, store) = temp_store();
+        let data = b"hello blob";
+        let want = Digest::of(data);
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(data).unwrap();
+        let (got, size) = w.commit(Some((&want, Some(10)))).unwrap();
+        assert_eq!((got.clone(), size), (want.clone(), 10));
+        assert_eq!(store.read_blob(&want).unwrap(), data);
+        assert_eq!(store.put_blob(data).unwrap(), want);
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn wrong_digest_or_size_is_refused_and_leaves_nothing() {
+        let (_d, store) = temp_store();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        let wrong = Digest::of(b"abd");
+        assert!(matches!(
+            w.commit(Some((&wrong, None))),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        assert!(w.commit(Some((&Digest::of(b"abc"), Some(4)))).is_err());
+        assert_eq!(std::fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corrupted_blob_fails_at_eof() {
+        let (_d, store) = temp_store();
+        let d = store.put_blob(b"original").unwrap();
+        std::fs::write(store.blob_path(&d), b"tampered").unwrap();
+        let err = store.read_blob(&d).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

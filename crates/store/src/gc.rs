@@ -1,0 +1,215 @@
+use std::collections::HashSet;
+
+use oci::{ChainId, Descriptor, Digest, ImageConfig, Index, Manifest, chain_ids};
+
+use crate::snapshot::{remove_tree, tree_size};
+use crate::{IoContext, Result, Store};
+
+/// One thing garbage collection removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// An image record that had no name (its top-level digest).
+    DanglingImage(Digest),
+    Blob {
+        digest: Digest,
+        bytes: u64,
+    },
+    Snapshot {
+        chain_id: ChainId,
+        bytes: u64,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PruneReport {
+    pub removed: Vec<Removed>,
+    /// Bytes freed on disk (blobs, snapshots and leftovers in `tmp/`).
+    pub reclaimed: u64,
+}
+
+/// What garbage collection must keep, found by walking from the roots.
+#[derive(Default)]
+struct Marks {
+    blobs: HashSet<Digest>,
+    snapshots: HashSet<ChainId>,
+}
+
+impl Store {
+    /// Removes dangling image records, then every blob and snapshot that no named image
+    /// references, and whatever interrupted work left in `tmp/`. Holds the store lock
+    /// exclusively, so it waits for other strata processes and they wait for it.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _lock = self.lock_exclusive()?;
+        let mut report = PruneReport::default();
+        for desc in self.remove_dangling()? {
+            report.removed.push(Removed::DanglingImage(desc.digest));
+        }
+        let marks = self.mark()?;
+        self.sweep_blobs(&marks, &mut report)?;
+        self.sweep_snapshots(&marks, &mut report)?;
+        report.reclaimed += self.clear_tmp()?;
+        Ok(report)
+    }
+
+    fn mark(&self) -> Result<Marks> {
+        let mut marks = Marks::default();
+        for entry in self.named_images()? {
+            self.mark_descriptor(&entry.descriptor, &mut marks, 0)?;
+        }
+        Ok(marks)
+    }
+
+    /// Marks a blob and everything it references that is present. Unknown media types are
+    /// sniffed, so an index or manifest written with a missing media type is still followed.
+    fn mark_descriptor(&self, desc: &Descriptor, marks: &mut Marks, depth: usize) -> Result<()> {
+        if depth > 8 || !self.has_blob(&desc.digest) || !marks.blobs.insert(desc.digest.clone()) {
+            return Ok(());
+        }
+        if desc.media_type.is_layer() {
+            return Ok(());
+        }
+        let Ok(value) = self.read_json::<serde_json::Value>(&desc.digest, "manifest") else {
+            return Ok(());
+        };
+        if value.get("manifests").is_some() {
+            if let Ok(index) = serde_json::from_value::<Index>(value) {
+                for child in &index.manifests {
+                    self.mark_descriptor(child, marks, depth + 1)?;
+                }
+            }
+        } else if value.get("config").is_some()
+            && let Ok(manifest) = serde_json::from_value::<Manifest>(value)
+        {
+            marks.blobs.insert(manifest.config.digest.clone());
+            marks
+                .blobs
+                .extend(manifest.layers.iter().map(|l| l.digest.clone()));
+            if let Ok(config) = self.read_json::<ImageConfig>(&manifest.config.digest, "config") {
+                marks.snapshots.extend(chain_ids(&config.rootfs.diff_ids));
+            }
+        }
+        Ok(())
+    }
+
+    fn sweep_blobs(&self, marks: &Marks, report: &mut PruneReport) -> Result<()> {
+        let dir = self.blobs_dir();
+        for entry in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let digest = name.to_str().and_then(|n| Digest::parse_hex(n).ok());
+            if digest.as_ref().is_some_and(|d| marks.blobs.contains(d)) {
+                continue;
+            }
+            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(entry.path())
+                .ctx(|| format!("removing {}", entry.path().display()))?;
+            report.reclaimed += bytes;
+            if let Some(digest) = digest {
+                self.remove_layer_info(&digest);
+                report.removed.push(Removed::Blob { digest, bytes });
+            }
+        }
+        self.sweep_orphan_layer_info(marks)
+    }
+
+    fn sweep_orphan_layer_info(&self, marks: &Marks) -> Result<()> {
+        let dir = self.meta_layers_dir();
+        for entry in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let keep = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|hex| Digest::parse_hex(hex).ok())
+                .is_some_and(|d| marks.blobs.contains(&d));
+            if !keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn sweep_snapshots(&self, marks: &Marks, report: &mut PruneReport) -> Result<()> {
+        for chain_id in self.snapshot_ids()? {
+            if marks.snapshots.contains(&chain_id) {
+                continue;
+            }
+            let bytes = self.remove_snapshot(&chain_id)?;
+            report.reclaimed += bytes;
+            report.removed.push(Removed::Snapshot { chain_id, bytes });
+        }
+        Ok(())
+    }
+
+    fn clear_tmp(&self) -> Result<u64> {
+        let dir = self.tmp_dir();
+        let mut freed = 0;
+        for entry in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let path = entry.path();
+            freed += tree_size(&path);
+            if path.is_dir() && !path.is_symlink() {
+                remove_tree(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::temp_store;
+    use oci::{MediaType, Reference};
+
+    #[test]
+    fn prune_keeps_named_content_and_removes_the_rest() {
+        let (_d, store) = temp_store();
+        let layer = store.put_blob(b"pretend layer").unwrap();
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let desc = store
+            .put_image(
+                &config,
+                vec![Descriptor::new(MediaType::OciLayer, layer.clone(), 13)],
+            )
+            .unwrap();
+        store
+            .set_name(&Reference::parse("kept").unwrap(), &desc)
+            .unwrap();
+        let stray = store.put_blob(b"nobody references me").unwrap();
+        std::fs::write(store.tmp_dir().join("leftover"), b"xx").unwrap();
+
+        let report = store.prune().unwrap();
+        assert!(store.has_blob(&layer));
+        assert!(store.has_blob(&desc.digest));
+        assert!(!store.has_blob(&stray));
+        assert!(report.removed.contains(&Removed::Blob {
+            digest: stray,
+            bytes: 20
+        }));
+        assert_eq!(report.reclaimed, 22);
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prune_removes_dangling_images() {
+        let (_d, store) = temp_store();
+        let config = ImageConfig::default();
+        let desc = store.put_image(&config, Vec::new()).unwrap();
+        store.add_unnamed(&desc).unwrap();
+        let report = store.prune().unwrap();
+        assert!(
+            report
+                .removed
+                .contains(&Removed::DanglingImage(desc.digest.clone()))
+        );
+        assert!(!store.has_blob(&desc.digest));
+        assert!(store.images().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,61 @@
+use std::io::BufReader;
+
+use oci::{DiffId, Digest};
+use serde::{Deserialize, Serialize};
+
+use crate::{IoContext, Result, Store, StoreError, write_atomic};
+
+/// What the store knows about a layer blob beyond its digest: the digest and size of its
+/// uncompressed tar. Recorded when the blob is ingested (the ingest computes both anyway), so
+/// sizes and diff ids never need a second decompression.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub diff_id: DiffId,
+    pub uncompressed_size: u64,
+}
+
+impl Store {
+    fn layer_info_path(&self, blob: &Digest) -> std::path::PathBuf {
+        self.meta_layers_dir().join(format!("{}.json", blob.hex()))
+    }
+
+    pub fn put_layer_info(&self, blob: &Digest, info: &LayerInfo) -> Result<()> {
+        let data = crate::images::canonical(info)?;
+        write_atomic(self, &self.layer_info_path(blob), &data)
+    }
+
+    pub fn layer_info(&self, blob: &Digest) -> Result<Option<LayerInfo>> {
+        let path = self.layer_info_path(blob);
+        match std::fs::read(&path) {
+            Ok(data) => Ok(serde_json::from_slice(&data).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).ctx(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// The recorded info, or computed now by decompressing the blob once (and recorded).
+    pub fn layer_info_or_compute(&self, blob: &Digest) -> Result<LayerInfo> {
+        if let Some(info) = self.layer_info(blob)? {
+            return Ok(info);
+        }
+        let reader = BufReader::new(self.open_blob(blob)?);
+        let layer_err = |source| StoreError::Layer {
+            blob: blob.clone(),
+            source,
+        };
+        let mut tar = layer::decompress(reader).map_err(layer_err)?;
+        let mut sink = layer::HashingWriter::new(std::io::sink());
+        std::io::copy(&mut tar, &mut sink).ctx(|| format!("decompressing layer {blob}"))?;
+        let (digest, size, _) = sink.finish();
+        let info = LayerInfo {
+            diff_id: DiffId(digest),
+            uncompressed_size: size,
+        };
+        self.put_layer_info(blob, &info)?;
+        Ok(info)
+    }
+
+    pub(crate) fn remove_layer_info(&self, blob: &Digest) {
+        let _ = std::fs::remove_file(self.layer_info_path(blob));
+    }
+}
