@@ -35,8 +35,8 @@ struct Marks {
 }
 
 impl Store {
-    /// Removes dangling image records, then every blob and snapshot that no named image
-    /// references, and whatever interrupted work left in `tmp/`. Holds the store lock
+    /// Removes dangling image records, then every blob and snapshot that no named image or
+    /// build cache record references, and whatever interrupted work left in `tmp/`. Holds the store lock
     /// exclusively, so it waits for other strata processes and they wait for it.
     pub fn prune(&self) -> Result<PruneReport> {
         let _lock = self.lock_exclusive()?;
@@ -55,6 +55,11 @@ impl Store {
         let mut marks = Marks::default();
         for entry in self.named_images()? {
             self.mark_descriptor(&entry.descriptor, &mut marks, 0)?;
+        }
+        for (_, record) in self.cache_records()? {
+            if let Some(layer) = record.layer {
+                marks.blobs.insert(layer.blob.digest);
+            }
         }
         Ok(marks)
     }

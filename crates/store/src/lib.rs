@@ -10,6 +10,7 @@
 //! image formats only as far as it must to find what a named image references.
 
 mod blob;
+mod cache;
 mod gc;
 mod images;
 mod layers;
@@ -20,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blob::{BlobWriter, VerifiedReader};
+pub use cache::{CacheRecord, CachedLayer};
 pub use gc::{PruneReport, Removed};
 pub use images::{ImageRecord, NamedImage};
 pub use layers::LayerInfo;
