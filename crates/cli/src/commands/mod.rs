@@ -1,4 +1,5 @@
 mod archives;
+mod debug;
 mod images;
 mod prune;
 
@@ -44,6 +45,8 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Remove dangling images and every blob and snapshot nothing references
     Prune(prune::PruneArgs),
+    /// Tools for reporting bugs: parser dumps
+    Debug(debug::DebugArgs),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
@@ -58,6 +61,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Inspect(a) => images::inspect(ctx, a),
         Command::History(a) => images::history(ctx, a),
         Command::Prune(a) => prune::prune(ctx, a),
+        Command::Debug(a) => debug::debug(a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

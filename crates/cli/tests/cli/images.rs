@@ -1,141 +1,8 @@
-//! The `strata` command end to end: every verb run as a user runs it, against a temporary
-//! store, and interop with the reference tools (docker, skopeo, umoci) in both directions.
-//! The interop tests need those tools; .ci/run installs them and starts the Docker engine, and
-//! a missing tool fails the test rather than skipping it.
-#![allow(clippy::unwrap_used)]
-
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
-use assert_cmd::Command;
-use tempfile::TempDir;
 use testkit::{docker, run_tool, unique_name};
 
-const EPOCH: &str = "1700000000";
-
-/// A temporary store and scratch directory, with the strata command pointed at the store.
-struct Env {
-    dir: TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path("store")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("strata").unwrap();
-        c.env("STRATA_ROOT", self.root())
-            .env_remove("SOURCE_DATE_EPOCH");
-        c
-    }
-
-    /// Runs strata, expecting success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "strata {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs strata, expecting failure; returns (exit code, stderr).
-    fn fails(&self, args: &[&str]) -> (i32, String) {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(!out.status.success(), "strata {} succeeded", args.join(" "));
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    }
-
-    /// Imports a busybox root filesystem (tar) as `name`, with pinned timestamps.
-    fn import_busybox(&self, name: &str) -> String {
-        let tar = self.busybox_tar();
-        let out = self
-            .cmd()
-            .env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(["import", tar.to_str().unwrap(), name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn busybox_tar(&self) -> PathBuf {
-        let tar = self.path("busybox-rootfs.tar");
-        if !tar.exists() {
-            testkit::busybox_tar(self.dir.path());
-        }
-        tar
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let out = self.ok(&["inspect", name]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v[0].clone()
-    }
-
-    /// Every file under the store's content and snapshot folders (for "nothing changed" checks).
-    fn store_files(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for sub in ["content", "snapshots-v1", "meta-v1"] {
-            collect(&self.root().join(sub), &self.root(), &mut out);
-        }
-        out
-    }
-}
-
-fn collect(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        out.insert(p.strip_prefix(base).unwrap().display().to_string());
-        if p.is_dir() && !p.is_symlink() {
-            collect(&p, base, out);
-        }
-    }
-}
-
-/// Entry names of a tar file, cleaned of `./` and trailing `/`.
-fn tar_names(path: &Path) -> BTreeSet<String> {
-    let out = run_tool("tar", &["-tf", path.to_str().unwrap()]);
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
-        .filter(|l| !l.is_empty() && l != ".")
-        .collect()
-}
-
-fn table_filters() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (r"\b[0-9a-f]{12}\b", "[ID]"),
-        (r"sha256:[0-9a-f]{64}", "[DIGEST]"),
-        (r"\d+(\.\d+)?[kMG]?B\b", "[SIZE]"),
-        (r"(\d+|About an?|Less than a) \w+ ago", "[AGO]"),
-    ]
-}
+use super::{Env, conformance_dir, table_filters, tar_names};
 
 #[test]
 fn version_help_and_usage_errors() {
@@ -503,5 +370,26 @@ fn concurrent_processes_share_one_store() {
     env.ok(&["prune"]);
     for name in ["base", "imp:11"] {
         env.ok(&["save", "-o", env.path("again.tar").to_str().unwrap(), name]);
+    }
+}
+
+#[test]
+fn debug_parse_matches_every_result_file() {
+    let env = Env::new();
+    let mut checked = 0;
+    for case in std::fs::read_dir(conformance_dir().join("testfiles")).unwrap() {
+        let case = case.unwrap().path();
+        let dockerfile = case.join("Dockerfile");
+        let out = env.ok(&["debug", "parse", dockerfile.to_str().unwrap()]);
+        let want = std::fs::read_to_string(case.join("result")).unwrap();
+        assert_eq!(out, want, "{}", case.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 33);
+    for case in std::fs::read_dir(conformance_dir().join("testfiles-negative")).unwrap() {
+        let dockerfile = case.unwrap().path().join("Dockerfile");
+        let (code, err) = env.fails(&["debug", "parse", dockerfile.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert!(err.contains("Dockerfile: line"), "{err}");
     }
 }
