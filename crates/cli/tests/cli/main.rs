@@ -21,6 +21,12 @@ pub struct Env {
     dir: TempDir,
 }
 
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env {
