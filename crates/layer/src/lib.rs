@@ -1,0 +1,81 @@
+//! Layer tars: the one place where strata turns directories into layers and layers back into
+//! directories.
+//!
+//! This crate owns:
+//! - writing a layer from a directory change, either an overlay upper dir (whiteouts and
+//!   opaque dirs become OCI `.wh.` entries) or a plain tree walk ([`write_diff`]), and the
+//!   merged view of a stack of snapshots ([`write_merged`]), as deterministic tars: entries
+//!   depth-first with names sorted bytewise, normalized headers, mtimes optionally clamped to
+//!   `SOURCE_DATE_EPOCH`;
+//! - applying a layer onto a directory without letting any entry escape it ([`apply`]), as an
+//!   overlay-format snapshot or as a flattened tree;
+//! - compression with pinned codec settings ([`Compression`]) and sniffing on read
+//!   ([`decompress`]);
+//! - the digests of the uncompressed stream (diff ids), computed while streaming
+//!   ([`HashingWriter`], [`HashingReader`]).
+//!
+//! It never knows about the store, images, manifests or registries: callers hand it readers,
+//! writers and directories. It never holds a layer in memory, and never mounts anything.
+
+mod apply;
+mod compression;
+mod fsx;
+mod hashing;
+mod header;
+mod reader;
+mod write;
+
+use std::io;
+
+pub use apply::{ApplyMode, apply};
+pub use compression::{Compression, Decompressor, Encoder, decompress};
+pub use hashing::{HashingReader, HashingWriter};
+pub use write::{DiffOptions, DiffSource, write_diff, write_merged};
+
+/// The OCI whiteout prefix: `.wh.NAME` deletes `NAME` from the layers below.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Names starting with this are whiteout metadata, not whiteouts of a file.
+pub const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+/// The opaque marker: the directory holding it hides the lower layers' contents.
+pub const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What a layer stream amounts to once written or applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerStats {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: oci::DiffId,
+    /// Length of the uncompressed tar in bytes.
+    pub uncompressed_size: u64,
+}
+
+/// Why a layer could not be written or applied. Every variant names the entry or path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerError {
+    /// A filesystem or stream operation failed on the named object.
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The layer stream is not a valid tar, or holds an entry that makes no sense.
+    #[error("malformed layer at entry {entry:?}: {reason}")]
+    Malformed { entry: String, reason: String },
+    /// An entry tried to reach outside the target directory or forge overlay metadata; the
+    /// layer is hostile or broken, and nothing was written outside the root.
+    #[error("layer entry {entry:?} refused: {reason}")]
+    Breakout { entry: String, reason: String },
+    /// The source directory holds something a layer cannot express.
+    #[error("cannot make a layer from {path:?}: {reason}")]
+    Unsupported { path: String, reason: String },
+}
+
+impl LayerError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        LayerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
