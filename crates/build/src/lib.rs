@@ -6,4 +6,6 @@
 //! never parses Dockerfile syntax (the `dockerfile` crate does) and never talks to a registry.
 
 pub mod context;
-pub mod users;
+pub mod copy;
+pub mod plan;
+pub use sandbox::users;

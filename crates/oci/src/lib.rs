@@ -18,6 +18,7 @@ mod manifest;
 mod media;
 mod platform;
 mod reference;
+mod signal;
 
 pub use config::{ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs};
 pub use digest::{ChainId, DiffId, Digest, DigestError, Sha256Hasher, chain_ids};
@@ -26,3 +27,4 @@ pub use manifest::{Descriptor, Index, Manifest, annotations};
 pub use media::MediaType;
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};
+pub use signal::signal_number;
