@@ -675,30 +675,12 @@ impl Copier<'_, '_> {
         }
     }
 
-    /// `mkdir -p` for destination parents: new directories are 0755, owned by the `--chown`
-    /// owner (root otherwise), stamped with the epoch when one is set.
+    /// `mkdir -p` for destination parents (see [`make_dirs`]); their times are set last.
     fn mkdir_all(&mut self, dir: &Path) -> Result<(), CopyError> {
-        let mut current = PathBuf::from("/");
-        for c in dir.components().skip(1) {
-            current.push(c);
-            match fs::metadata(&current) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) => return Err(CopyError::NotADirectory(current.display().to_string())),
-                Err(_) => {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&current)
-                        .map_err(io_ctx(format!("creating {}", current.display())))?;
-                    fs::set_permissions(&current, fs::Permissions::from_mode(0o755))
-                        .map_err(io_ctx(format!("creating {}", current.display())))?;
-                    let (uid, gid) = self.spec.owner.unwrap_or((0, 0));
-                    std::os::unix::fs::lchown(&current, Some(uid), Some(gid))
-                        .map_err(io_ctx(format!("creating {}", current.display())))?;
-                    if let Some(e) = self.spec.epoch {
-                        self.dir_times.push((current.clone(), e, 0));
-                    }
-                }
-            }
+        let created = make_dirs(dir, self.spec.owner.unwrap_or((0, 0)))?;
+        if let Some(e) = self.spec.epoch {
+            self.dir_times
+                .extend(created.into_iter().map(|d| (d, e, 0)));
         }
         Ok(())
     }
@@ -753,6 +735,33 @@ impl Copier<'_, '_> {
     }
 }
 
+/// `mkdir -p` inside the current root: each missing directory is created 0755 and owned by
+/// `owner` (BuildKit's rule for COPY destinations and WORKDIR). Returns the ones created.
+pub fn make_dirs(dir: &Path, owner: (u32, u32)) -> Result<Vec<PathBuf>, CopyError> {
+    let mut created = Vec::new();
+    let mut current = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        current.push(c);
+        match fs::metadata(&current) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Err(CopyError::NotADirectory(current.display().to_string())),
+            Err(_) => {
+                let ctx = || format!("creating {}", current.display());
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&current)
+                    .map_err(io_ctx(ctx()))?;
+                fs::set_permissions(&current, fs::Permissions::from_mode(0o755))
+                    .map_err(io_ctx(ctx()))?;
+                std::os::unix::fs::lchown(&current, Some(owner.0), Some(owner.1))
+                    .map_err(io_ctx(ctx()))?;
+                created.push(current.clone());
+            }
+        }
+    }
+    Ok(created)
+}
+
 /// With `--parents`, the part of the source path that is kept under the destination: all of
 /// it, or what follows a `/./` pivot in the pattern.
 fn parents_path(pattern: &str, matched: &str) -> String {
@@ -796,7 +805,8 @@ fn join_rel(base: &str, name: &str) -> String {
     }
 }
 
-fn set_times(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
+/// Sets a path's access and modification times (not following a final symlink).
+pub fn set_times(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
     let t = Timespec {
         tv_sec: secs,
         tv_nsec: nanos,

@@ -9,3 +9,9 @@ pub mod context;
 pub mod copy;
 pub mod plan;
 pub use sandbox::users;
+pub mod cachekey;
+pub mod progress;
+pub mod solve;
+
+pub use progress::{Progress, ProgressEvent};
+pub use solve::{BuildError, BuildOutput, BuildRequest, build};

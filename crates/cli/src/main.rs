@@ -6,6 +6,7 @@
 
 mod commands;
 mod format;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ fn init_logging(level: &str) {
 const USAGE_EXIT: u8 = 125;
 
 fn main() -> ExitCode {
+    // Before anything else: this binary is also the sandbox's helper and supervisor.
+    sandbox::maybe_run_helper();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

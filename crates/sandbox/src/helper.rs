@@ -7,8 +7,26 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+
 use crate::mounts::{self, Attach, Stubs};
+use crate::pty;
+use crate::signals::{FORWARDED, SignalFd};
 use crate::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, ProcessSpec, exit_code};
+
+/// What the helper blocks and reads from its signalfd: the forwarded signals, its child's
+/// exit and terminal resizes.
+const HELPER_SIGNALS: [i32; FORWARDED.len() + 2] = {
+    let mut all = [libc::SIGCHLD; FORWARDED.len() + 2];
+    let mut i = 0;
+    while i < FORWARDED.len() {
+        all[i] = FORWARDED[i];
+        i += 1;
+    }
+    all[FORWARDED.len() + 1] = libc::SIGWINCH;
+    all
+};
 
 /// A setup failure, with the step that failed.
 struct Failure {
@@ -32,6 +50,15 @@ impl<T> Step<T> for io::Result<T> {
 }
 
 pub(crate) fn main(spec_env: &str) -> i32 {
+    // First of all, so a signal that arrives during setup is forwarded once the command runs
+    // instead of killing the helper.
+    let signals = match SignalFd::block(&HELPER_SIGNALS) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata sandbox: blocking signals: {e}");
+            return EXIT_SETUP_FAILED;
+        }
+    };
     let spec: ProcessSpec = match std::env::var(spec_env)
         .map_err(|e| e.to_string())
         .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
@@ -42,7 +69,16 @@ pub(crate) fn main(spec_env: &str) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    match run(&spec) {
+    if let Some(fd) = spec.ready_fd {
+        // The command must not inherit the readiness pipe.
+        #[allow(unsafe_code)]
+        // SAFETY: fcntl(F_SETFD) on an fd number only changes its close-on-exec flag; an fd
+        // that is not open makes it fail harmlessly with EBADF.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    match run(&spec, &signals) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("strata sandbox: {}: {}", f.step, f.error);
@@ -51,8 +87,26 @@ pub(crate) fn main(spec_env: &str) -> i32 {
     }
 }
 
-fn run(spec: &ProcessSpec) -> Result<i32, Failure> {
+fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
     mounts::make_private().step(|| "making mounts private".into())?;
+    // Host-side handles, opened before pivot_root makes the host unreachable.
+    let state_dir = match &spec.state_dir {
+        Some(dir) => {
+            Some(crate::state::open_dir(dir).step(|| format!("opening {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let cgroup = match spec.resources.as_ref().filter(|r| !r.is_empty()) {
+        Some(res) => {
+            let (cgroup, warnings) =
+                crate::cgroup::create(res).step(|| "creating the cgroup".into())?;
+            for w in warnings {
+                eprintln!("WARNING: {w}");
+            }
+            Some(cgroup)
+        }
+        None => None,
+    };
     mounts::mount_rootfs(&spec.rootfs, &spec.scratch)
         .step(|| "mounting the root filesystem".into())?;
     let etc = write_etc_files(spec).step(|| "writing /etc/hosts, /etc/resolv.conf".into())?;
@@ -119,7 +173,24 @@ fn run(spec: &ProcessSpec) -> Result<i32, Failure> {
             .map_err(io::Error::from)
             .step(|| "setting the hostname".into())?;
     }
-    let code = run_command(spec, cwd)?;
+    let tty = if spec.tty {
+        Some(pty::Pty::open().step(|| "allocating a terminal".into())?)
+    } else {
+        None
+    };
+    let launch = Launch {
+        spec,
+        cwd,
+        signals,
+        state_dir: state_dir.as_ref(),
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs.as_slice()).unwrap_or(&[]),
+        tty: tty.as_ref(),
+    };
+    let result = run_command(&launch);
+    if let Some(c) = cgroup {
+        c.remove();
+    }
+    let code = result?;
     mounts::cleanup(stubs);
     Ok(code)
 }
@@ -151,7 +222,18 @@ fn write_etc_files(spec: &ProcessSpec) -> io::Result<Vec<(PathBuf, String)>> {
 
 const PROC: &CStr = c"/proc";
 
-fn run_command(spec: &ProcessSpec, cwd: &str) -> Result<i32, Failure> {
+/// What the command needs besides the spec.
+struct Launch<'a> {
+    spec: &'a ProcessSpec,
+    cwd: &'a str,
+    signals: &'a SignalFd,
+    state_dir: Option<&'a OwnedFd>,
+    cgroup_procs: &'a [OwnedFd],
+    tty: Option<&'a pty::Pty>,
+}
+
+fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
+    let spec = launch.spec;
     let Some((program, args)) = spec.args.split_first() else {
         return Err(Failure {
             step: "starting the command".into(),
@@ -160,10 +242,17 @@ fn run_command(spec: &ProcessSpec, cwd: &str) -> Result<i32, Failure> {
         });
     };
     let mut command = Command::new(program);
-    command.args(args).env_clear().current_dir(cwd);
+    command.args(args).env_clear().current_dir(launch.cwd);
     for kv in &spec.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
         command.env(k, v);
+    }
+    if let Some(tty) = launch.tty {
+        let slave = || tty.slave().step(|| "opening the terminal".into());
+        command
+            .stdin(Stdio::from(slave()?))
+            .stdout(Stdio::from(slave()?))
+            .stderr(Stdio::from(slave()?));
     }
     let (uid, gid) = (spec.uid, spec.gid);
     let groups: Vec<rustix::process::Gid> = spec
@@ -171,14 +260,30 @@ fn run_command(spec: &ProcessSpec, cwd: &str) -> Result<i32, Failure> {
         .iter()
         .map(|g| rustix::process::Gid::from_raw(*g))
         .collect();
+    let with_tty = launch.tty.is_some();
+    let cgroup_procs = launch
+        .cgroup_procs
+        .iter()
+        .map(OwnedFd::try_clone)
+        .collect::<io::Result<Vec<OwnedFd>>>()
+        .step(|| "opening the cgroup".into())?;
     #[allow(unsafe_code)]
     // SAFETY: runs in the forked child before exec. This helper process is single-threaded
     // (it was exec'd fresh and starts no threads), so no lock can be held by another thread at
     // fork time; the closure only makes system calls through rustix on data prepared before
-    // the fork.
+    // the fork (fds opened earlier, a vector allocated earlier).
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            crate::cgroup::Cgroup::join_self(&cgroup_procs)?;
+            // The helper blocks the signals it forwards; the command must not inherit that.
+            crate::signals::unblock_all()?;
+            // A session of its own: the terminal strata runs in never signals the container
+            // directly (strata forwards), and with -t the new terminal becomes its own.
+            rustix::process::setsid()?;
+            if with_tty {
+                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            }
             mounts::mount_proc(PROC)?;
             rustix::thread::set_thread_groups(&groups)?;
             rustix::thread::set_thread_res_gid(
@@ -206,6 +311,87 @@ fn run_command(spec: &ProcessSpec, cwd: &str) -> Result<i32, Failure> {
             code,
         }
     })?;
-    let status = child.wait().step(|| "waiting for the command".into())?;
+    // The command runs: tell whoever waits for it.
+    let pid = child.id() as i32;
+    if let Some(dir) = launch.state_dir {
+        crate::state::write_started(dir, pid).step(|| "recording the container's pid".into())?;
+    }
+    if let Some(fd) = spec.ready_fd {
+        #[allow(unsafe_code)]
+        // SAFETY: `ready_fd` was handed to this process open for us to use, and nothing else in
+        // it refers to that fd number; we take it over once, and dropping the File closes it.
+        let mut ready = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let _ = std::io::Write::write_all(&mut ready, b"ok\n");
+    }
+    let status = supervise_child(&mut child, launch.signals, launch.tty)
+        .step(|| "waiting for the command".into())?;
     Ok(exit_code(status))
+}
+
+/// Waits for the command while forwarding signals to it and, with a terminal, copying the
+/// helper's stdin to the terminal and the terminal's output to the helper's stdout.
+fn supervise_child(
+    child: &mut std::process::Child,
+    signals: &SignalFd,
+    tty: Option<&pty::Pty>,
+) -> io::Result<std::process::ExitStatus> {
+    use rustix::event::{PollFd, PollFlags};
+    let pid = child.id() as i32;
+    let stdin = rustix::stdio::stdin();
+    let mut stdin_open = tty.is_some();
+    let mut output_open = tty.is_some();
+    if let Some(t) = tty {
+        t.copy_size_from(stdin);
+    }
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if let Some(t) = tty
+                && output_open
+            {
+                t.drain_to_stdout();
+            }
+            return Ok(status);
+        }
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::IN)];
+        let (mut stdin_at, mut master_at) = (None, None);
+        if let Some(t) = tty {
+            if stdin_open {
+                stdin_at = Some(fds.len());
+                fds.push(PollFd::new(&stdin, PollFlags::IN));
+            }
+            if output_open {
+                master_at = Some(fds.len());
+                fds.push(PollFd::new(t.master(), PollFlags::IN));
+            }
+        }
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |i: Option<usize>| i.is_some_and(|i| !fds[i].revents().is_empty());
+        let (stdin_ready, master_ready) = (ready(stdin_at), ready(master_at));
+        drop(fds);
+        while let Some(sig) = signals.read()? {
+            match sig.signo {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => {
+                    if let Some(t) = tty {
+                        t.copy_size_from(stdin);
+                    }
+                }
+                s => {
+                    let _ = crate::signals::send(pid, s);
+                }
+            }
+        }
+        if let Some(t) = tty {
+            if stdin_ready && !t.copy_input(stdin) {
+                stdin_open = false;
+            }
+            if master_ready && !t.copy_output() {
+                output_open = false;
+            }
+        }
+    }
 }

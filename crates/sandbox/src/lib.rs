@@ -14,8 +14,22 @@
 //!
 //! It never decides *what* to run or where layers come from: it gets directories and a spec.
 
+mod cgroup;
 mod helper;
 mod mounts;
+mod pty;
+mod scope;
+mod signals;
+mod state;
+mod supervise;
+pub mod users;
+
+pub use cgroup::Resources;
+pub use pty::RawTerminal;
+pub use scope::{RootGuard, enter_root, in_private_mounts, mount_layers};
+pub use signals::parse_signal;
+pub use state::{Status, kill, status, wait_stopped};
+pub use supervise::{Started, run_attached, start_detached};
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -98,6 +112,21 @@ pub struct ProcessSpec {
     /// A scratch directory where the helper writes `/etc/hosts`, `/etc/resolv.conf` and
     /// `/etc/hostname` for the container (bind-mounted, so they never land in a layer).
     pub scratch: PathBuf,
+    /// Run the command on a new pseudo-terminal of the container's own (docker's `-t`); the
+    /// helper copies its stdin to it and its output to the helper's stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// Limits enforced through a cgroup made for the command (none is made without limits).
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// Where the run's state is kept (see [`status`]): the helper records the command's host
+    /// pid there once it runs. Required by [`run_attached`] and [`start_detached`].
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// An inherited fd the helper writes `ok\n` to (and closes) once the command runs; set by
+    /// [`start_detached`].
+    #[serde(default)]
+    pub ready_fd: Option<i32>,
 }
 
 /// If this process is a sandbox helper, does the helper's job and exits; otherwise returns at
@@ -109,10 +138,19 @@ pub fn maybe_run_helper() {
     if is_helper {
         std::process::exit(helper::main(SPEC_ENV));
     }
+    let is_supervisor = std::env::args_os()
+        .next()
+        .is_some_and(|a| a == supervise::SUPERVISOR_ARGV0);
+    if is_supervisor {
+        std::process::exit(supervise::supervisor_main());
+    }
 }
 
 /// Starts the helper for `spec`. The returned child's exit status is the command's (or 128 +
 /// signal, or one of the `EXIT_*` codes when setup failed; the helper says why on stderr).
+///
+/// The helper forwards the signals it receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2,
+/// …) to the command, which runs as PID 1 of its PID namespace in a session of its own.
 pub fn spawn(
     spec: &ProcessSpec,
     stdin: Stdio,

@@ -197,6 +197,100 @@ fn host_network_sees_host_interfaces() {
     assert_eq!(out.trim(), host_count.to_string());
 }
 
+fn signals_sent_to_the_helper_reach_pid_1() {
+    use std::io::{BufRead, BufReader};
+    let f = Fixture::new();
+    let spec =
+        f.spec("trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.05; done");
+    let mut child = sandbox::spawn(&spec, Stdio::null(), Stdio::piped(), Stdio::piped()).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got TERM");
+    assert_eq!(sandbox::exit_code(child.wait().unwrap()), 9);
+}
+
+fn the_command_starts_with_no_blocked_signals() {
+    let f = Fixture::new();
+    let (code, out, err) = run(&f.spec("grep SigBlk /proc/1/status"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "SigBlk:\t0000000000000000\n");
+}
+
+fn tty_gives_the_command_a_terminal() {
+    let f = Fixture::new();
+    let mut spec = f.spec("tty; echo out; echo err >&2");
+    spec.tty = true;
+    let (code, out, err) = run(&spec);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "/dev/pts/0\r\nout\r\nerr\r\n");
+}
+
+fn detached_runs_record_state_and_output() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo started; sleep 0.2; exit 4");
+    spec.state_dir = Some(f.p("state"));
+    let log = f.p("log");
+    let started = sandbox::start_detached(&spec, &log, &[]).unwrap();
+    assert_eq!(started, sandbox::Started::Running);
+    assert!(matches!(
+        sandbox::status(&f.p("state")),
+        sandbox::Status::Running { .. }
+    ));
+    assert!(sandbox::wait_stopped(
+        &f.p("state"),
+        std::time::Duration::from_secs(20)
+    ));
+    match sandbox::status(&f.p("state")) {
+        sandbox::Status::Exited {
+            exit_code,
+            finished_ns,
+            ..
+        } => {
+            assert_eq!(exit_code, 4);
+            assert!(finished_ns.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\n");
+    // A command that cannot start is reported, with its exit code.
+    let mut spec = f.spec("");
+    spec.args = vec!["/no/such/binary".into()];
+    spec.state_dir = Some(f.p("state2"));
+    std::fs::remove_dir_all(f.p("upper")).unwrap();
+    std::fs::create_dir(f.p("upper")).unwrap();
+    let started = sandbox::start_detached(&spec, &f.p("log2"), &[f.p("gone")]).unwrap();
+    assert_eq!(started, sandbox::Started::Exited(127));
+}
+
+fn attached_runs_record_their_exit() {
+    let f = Fixture::new();
+    let mut spec = f.spec("exit 5");
+    spec.state_dir = Some(f.p("state"));
+    let code = sandbox::run_attached(&spec, Stdio::null(), Stdio::null(), Stdio::null()).unwrap();
+    assert_eq!(code, 5);
+    assert!(matches!(
+        sandbox::status(&f.p("state")),
+        sandbox::Status::Exited { exit_code: 5, .. }
+    ));
+}
+
+fn pids_limit_through_a_cgroup() {
+    let f = Fixture::new();
+    let mut spec = f.spec("for i in 1 2 3 4 5 6; do sleep 1 & done; wait");
+    spec.resources = Some(sandbox::Resources {
+        name: format!("sandbox-test-{}", std::process::id()),
+        pids_limit: Some(3),
+        ..Default::default()
+    });
+    let (_, _, err) = run(&spec);
+    assert!(err.contains("can't fork"), "{err}");
+}
+
 fn main() {
     sandbox::maybe_run_helper();
     assert!(
@@ -221,6 +315,27 @@ fn main() {
             "host_network_sees_host_interfaces",
             host_network_sees_host_interfaces,
         ),
+        (
+            "signals_sent_to_the_helper_reach_pid_1",
+            signals_sent_to_the_helper_reach_pid_1,
+        ),
+        (
+            "the_command_starts_with_no_blocked_signals",
+            the_command_starts_with_no_blocked_signals,
+        ),
+        (
+            "tty_gives_the_command_a_terminal",
+            tty_gives_the_command_a_terminal,
+        ),
+        (
+            "detached_runs_record_state_and_output",
+            detached_runs_record_state_and_output,
+        ),
+        (
+            "attached_runs_record_their_exit",
+            attached_runs_record_their_exit,
+        ),
+        ("pids_limit_through_a_cgroup", pids_limit_through_a_cgroup),
     ];
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let mut failed = Vec::new();

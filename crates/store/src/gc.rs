@@ -35,13 +35,23 @@ struct Marks {
 }
 
 impl Store {
-    /// Removes dangling image records, then every blob and snapshot that no named image or
-    /// build cache record references, and whatever interrupted work left in `tmp/`. Holds the store lock
+    /// Removes dangling image records (but not those a container uses), then every blob and
+    /// snapshot that no named image, container or build cache record references, and whatever interrupted work left in `tmp/`. Holds the store lock
     /// exclusively, so it waits for other strata processes and they wait for it.
     pub fn prune(&self) -> Result<PruneReport> {
         let _lock = self.lock_exclusive()?;
         let mut report = PruneReport::default();
+        // An image a container was made from stays, named or not, as docker keeps it.
+        let in_use: HashSet<Digest> = self
+            .containers()?
+            .into_iter()
+            .map(|c| c.image_manifest.digest)
+            .collect();
         for desc in self.remove_dangling()? {
+            if in_use.contains(&desc.digest) {
+                self.add_unnamed(&desc)?;
+                continue;
+            }
             report.removed.push(Removed::DanglingImage(desc.digest));
         }
         let marks = self.mark()?;
@@ -55,6 +65,10 @@ impl Store {
         let mut marks = Marks::default();
         for entry in self.named_images()? {
             self.mark_descriptor(&entry.descriptor, &mut marks, 0)?;
+        }
+        // Containers keep the image they run on (its blobs and unpacked snapshots).
+        for container in self.containers()? {
+            self.mark_descriptor(&container.image_manifest, &mut marks, 0)?;
         }
         for (_, record) in self.cache_records()? {
             if let Some(layer) = record.layer {

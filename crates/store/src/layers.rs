@@ -5,6 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{IoContext, Result, Store, StoreError, write_atomic};
 
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
 /// What the store knows about a layer blob beyond its digest: the digest and size of its
 /// uncompressed tar. Recorded when the blob is ingested (the ingest computes both anyway), so
 /// sizes and diff ids never need a second decompression.
@@ -15,6 +26,31 @@ pub struct LayerInfo {
 }
 
 impl Store {
+    /// Writes a layer from a directory straight into the store (compressed as `opts` says),
+    /// recording its diff id and size; returns its descriptor and diff id.
+    pub fn write_layer(
+        &self,
+        source: layer::DiffSource<'_>,
+        opts: &layer::DiffOptions,
+    ) -> Result<(oci::Descriptor, DiffId)> {
+        let writer = self.blob_writer()?;
+        let (stats, writer) = layer::write_diff(source, opts, writer).map_err(|source| {
+            StoreError::Invalid(format!("writing a layer: {}", error_chain(&source)))
+        })?;
+        let (digest, size) = writer.commit(None)?;
+        self.put_layer_info(
+            &digest,
+            &LayerInfo {
+                diff_id: stats.diff_id.clone(),
+                uncompressed_size: stats.uncompressed_size,
+            },
+        )?;
+        Ok((
+            oci::Descriptor::new(opts.compression.media_type(), digest, size),
+            stats.diff_id,
+        ))
+    }
+
     fn layer_info_path(&self, blob: &Digest) -> std::path::PathBuf {
         self.meta_layers_dir().join(format!("{}.json", blob.hex()))
     }

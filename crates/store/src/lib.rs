@@ -11,22 +11,29 @@
 
 mod blob;
 mod cache;
+mod containers;
 mod gc;
 mod images;
 mod layers;
 mod lock;
+mod repo_meta;
 mod snapshot;
+mod volumes;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blob::{BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CachedLayer};
+pub use containers::{
+    ContainerPaths, ContainerRecord, ContainersLock, HostConfig, MountPoint, is_valid_name,
+};
 pub use gc::{PruneReport, Removed};
 pub use images::{ImageRecord, NamedImage};
 pub use layers::LayerInfo;
 pub use lock::StoreLock;
 pub use snapshot::{PendingSnapshot, Snapshot};
+pub use volumes::{Volume, VolumeMeta};
 
 use oci::Digest;
 

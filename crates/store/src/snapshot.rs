@@ -89,7 +89,9 @@ impl Store {
             .collect()
     }
 
-    fn ensure_snapshot(
+    /// The snapshot of `chain` (the stack ending with `blob`), unpacked from the blob when it
+    /// is not on disk; the blob's uncompressed digest must be `diff_id`.
+    pub fn ensure_snapshot(
         &self,
         chain: &ChainId,
         blob: &Descriptor,

@@ -5,6 +5,8 @@
 //! It never ships in the `strata` binary.
 #![allow(clippy::unwrap_used)]
 
+pub mod registry;
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

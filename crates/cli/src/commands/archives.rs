@@ -203,7 +203,7 @@ pub fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
     };
     let source = Path::new(&args.source);
     let layer = if args.source != "-" && source.is_dir() {
-        write_layer(&store, DiffSource::Tree(source), &opts)?
+        store.write_layer(DiffSource::Tree(source), &opts)?
     } else {
         import_tarball(&store, &args.source, &opts)?
     };
@@ -261,36 +261,14 @@ fn import_tarball(
         layer::ApplyMode::Flatten,
     )
     .with_context(|| format!("reading {source}"))?;
-    let (descriptor, diff_id) = write_layer(store, DiffSource::Tree(&pending.fs()), opts)?;
+    let (descriptor, diff_id) = store.write_layer(DiffSource::Tree(&pending.fs()), opts)?;
     store.commit_snapshot(pending, &oci::ChainId(diff_id.digest().clone()))?;
     Ok((descriptor, diff_id))
 }
 
-/// Writes a layer from a directory straight into the store, recording its diff id and size.
-pub fn write_layer(
-    store: &Store,
-    source: DiffSource,
-    opts: &DiffOptions,
-) -> Result<(Descriptor, oci::DiffId)> {
-    let writer = store.blob_writer()?;
-    let (stats, writer) = layer::write_diff(source, opts, writer)?;
-    let (digest, size) = writer.commit(None)?;
-    store.put_layer_info(
-        &digest,
-        &store::LayerInfo {
-            diff_id: stats.diff_id.clone(),
-            uncompressed_size: stats.uncompressed_size,
-        },
-    )?;
-    Ok((
-        Descriptor::new(opts.compression.media_type(), digest, size),
-        stats.diff_id,
-    ))
-}
-
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Image by name or id
+    /// A container (name or id), or else an image (name or id)
     image: String,
     /// Write to a file instead of stdout
     #[arg(short, long, value_name = "FILE")]
@@ -299,6 +277,15 @@ pub struct ExportArgs {
 
 pub fn export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let store = ctx.store()?;
+    // docker export takes a container; a name that is no container is tried as an image.
+    if let Some(container) = store.find_container(&args.image)? {
+        let output = Output::new(args.output.as_deref())?;
+        {
+            let mut writer = runtime::export(&store, &container, output.writer()?)?;
+            writer.flush()?;
+        }
+        return output.commit();
+    }
     let _lock = store.lock_shared()?;
     let image = store.resolve_image(&args.image)?;
     let snapshots = store.ensure_snapshots(&image)?;

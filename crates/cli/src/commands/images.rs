@@ -16,6 +16,9 @@ pub struct ImagesArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
 }
 
 /// Uncompressed size of the image's layers, as docker reports SIZE.
@@ -34,6 +37,18 @@ fn matches_filter(name: &Reference, filter: &str) -> bool {
     wanted.name() == name.name() && wanted.tag().is_none_or(|t| Some(t) == name.tag())
 }
 
+/// docker's RepoDigests: `repository@digest` for each repository the image was pulled from or
+/// pushed to, and each name given by digest.
+fn repo_digests(store: &Store, image: &ImageRecord) -> Result<Vec<Reference>> {
+    let mut out = store.repo_digests(&image.descriptor.digest)?;
+    for name in &image.names {
+        if name.tag().is_none() && name.digest().is_some() && !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn display_id(id: &oci::Digest, no_trunc: bool) -> String {
     if no_trunc { id.to_string() } else { id.short() }
 }
@@ -46,7 +61,11 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
         std::cmp::Reverse(crate::format::unix_seconds(i.config.created.as_deref()))
     });
     let now = now_seconds();
-    let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    let mut table = if args.digests {
+        Table::new(&["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"])
+    } else {
+        Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])
+    };
     for image in &images {
         let rows: Vec<(String, String)> = if image.names.is_empty() {
             if args.repository.is_some() {
@@ -61,6 +80,14 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
                     args.repository
                         .as_deref()
                         .is_none_or(|f| matches_filter(n, f))
+                })
+                .filter(|n| {
+                    // A name by digest only shows when its repository has no tag here.
+                    n.tag().is_some()
+                        || !image
+                            .names
+                            .iter()
+                            .any(|o| o.tag().is_some() && o.name() == n.name())
                 })
                 .map(|n| (n.familiar_name(), n.tag().unwrap_or("<none>").to_string()))
                 .collect()
@@ -77,8 +104,29 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
         }
         let size = human_size(image_size(&store, image)?);
         let created = since(image.config.created.as_deref(), now);
+        let digests = if args.digests {
+            repo_digests(&store, image)?
+        } else {
+            Vec::new()
+        };
         for (repo, tag) in rows {
-            table.row(vec![repo, tag, id.clone(), created.clone(), size.clone()]);
+            if args.digests {
+                let digest = digests
+                    .iter()
+                    .find(|d| d.familiar_name() == repo)
+                    .and_then(|d| d.digest())
+                    .map_or_else(|| "<none>".to_string(), |d| d.to_string());
+                table.row(vec![
+                    repo,
+                    tag,
+                    digest,
+                    id.clone(),
+                    created.clone(),
+                    size.clone(),
+                ]);
+            } else {
+                table.row(vec![repo, tag, id.clone(), created.clone(), size.clone()]);
+            }
         }
     }
     if !ctx.quiet {
@@ -140,6 +188,7 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
 /// deletes the image, refusing when several names point at it unless forced.
 fn remove_one(store: &Store, query: &str, force: bool) -> Result<()> {
     let image = store.resolve_image(query)?;
+    super::containers::check_image_unused(store, &image, query, force)?;
     if let Ok(name) = Reference::parse(query)
         && image.names.contains(&name)
     {
@@ -207,8 +256,16 @@ fn inspect_view<'a>(store: &Store, image: &'a ImageRecord) -> Result<InspectView
     let c = &image.config;
     Ok(InspectView {
         id: image.id().to_string(),
-        repo_tags: image.names.iter().map(Reference::familiar).collect(),
-        repo_digests: Vec::new(),
+        repo_tags: image
+            .names
+            .iter()
+            .filter(|n| n.tag().is_some())
+            .map(Reference::familiar)
+            .collect(),
+        repo_digests: repo_digests(store, image)?
+            .iter()
+            .map(Reference::familiar)
+            .collect(),
         parent: "",
         comment: c
             .history

@@ -1,7 +1,11 @@
 mod archives;
+mod build;
+mod containers;
 mod debug;
 mod images;
 mod prune;
+mod registry;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,13 +29,15 @@ impl Context {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
     /// Create a one-layer image from a root filesystem tarball or directory (like docker import)
     Import(archives::ImportArgs),
     /// Load images from a docker-archive, an OCI archive or an OCI layout directory
     Load(archives::LoadArgs),
     /// Save images to a docker-archive or OCI archive
     Save(archives::SaveArgs),
-    /// Write an image's flattened filesystem as a tar
+    /// Write a container's filesystem (or an image's, flattened) as a tar
     Export(archives::ExportArgs),
     /// List images
     Images(images::ImagesArgs),
@@ -45,12 +51,37 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Remove dangling images and every blob and snapshot nothing references
     Prune(prune::PruneArgs),
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
+    /// Run a command in a new container
+    Run(Box<containers::RunArgs>),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Fetch the output of a detached container
+    Logs(containers::LogsArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Manage volumes
+    Volume(volumes::VolumeArgs),
     /// Tools for reporting bugs: parser dumps
     Debug(debug::DebugArgs),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
     match command {
+        Command::Build(a) => build::build(ctx, *a),
         Command::Import(a) => archives::import(ctx, a),
         Command::Load(a) => archives::load(ctx, a),
         Command::Save(a) => archives::save(ctx, a),
@@ -61,6 +92,18 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Inspect(a) => images::inspect(ctx, a),
         Command::History(a) => images::history(ctx, a),
         Command::Prune(a) => prune::prune(ctx, a),
+        Command::Pull(a) => registry::pull(ctx, a),
+        Command::Push(a) => registry::push(ctx, a),
+        Command::Login(a) => registry::login(ctx, a),
+        Command::Logout(a) => registry::logout(ctx, a),
+        Command::Run(a) => return containers::run(ctx, *a),
+        Command::Ps(a) => containers::ps(ctx, a),
+        Command::Stop(a) => containers::stop(ctx, a),
+        Command::Rm(a) => containers::rm(ctx, a),
+        Command::Logs(a) => containers::logs(ctx, a),
+        Command::Diff(a) => containers::diff(ctx, a),
+        Command::Commit(a) => containers::commit(ctx, a),
+        Command::Volume(a) => volumes::volume(ctx, a),
         Command::Debug(a) => debug::debug(a),
     }?;
     Ok(ExitCode::SUCCESS)

@@ -159,4 +159,6 @@ pub fn conformance_dir() -> PathBuf {
     dir.join("buildkit/frontend/dockerfile/parser")
 }
 
+mod containers;
 mod images;
+mod registry;

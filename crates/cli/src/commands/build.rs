@@ -1,0 +1,399 @@
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use build::context::BuildContext;
+use build::plan::PlanOptions;
+use clap::Args;
+use dockerfile::{Dockerfile, IgnoreMatcher};
+use layer::{Compression, DiffOptions};
+use oci::{Platform, Reference};
+use store::Store;
+
+use super::Context;
+use super::archives::{parse_compression, source_date_epoch};
+use crate::progress::{ProgressMode, Renderer};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The build context: a directory, or - for a tar on stdin
+    context: String,
+    /// Name and optionally a tag (name:tag); repeatable
+    #[arg(short, long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; - for stdin)
+    #[arg(short, long = "file", value_name = "FILE")]
+    file: Option<String>,
+    /// Set a build-time variable: KEY=VALUE, or KEY to take it from the environment
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// The stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Networking for RUN steps: none (default) or host
+    #[arg(long, default_value = "none", value_parser = ["none", "host", "default"])]
+    network: String,
+    /// Progress output: auto, tty, plain, json, quiet
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Write the image id to the file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Set metadata for the image (KEY=VALUE); repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE (or env=VAR); repeatable
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// Target platform (only the host's is supported)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Also export the result: type=docker|oci|tar,dest=FILE or type=local,dest=DIR
+    #[arg(short, long = "output", value_name = "type=…,dest=…")]
+    outputs: Vec<String>,
+    /// Layer compression: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = parse_compression)]
+    compression: Compression,
+    /// After the build, list every step that missed the cache and why
+    #[arg(long)]
+    explain_cache: bool,
+}
+
+/// Where the build reads its files from, and the scratch copy for a context on stdin.
+struct ContextSource {
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn context_source(store: &Store, arg: &str) -> Result<ContextSource> {
+    if arg != "-" {
+        let dir = std::fs::canonicalize(arg)
+            .with_context(|| format!("unable to prepare context: path {arg:?} not found"))?;
+        if !dir.is_dir() {
+            bail!("unable to prepare context: {arg:?} is not a directory");
+        }
+        return Ok(ContextSource { dir, _tmp: None });
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("context-")
+        .tempdir_in(store.tmp_dir())
+        .context("creating a directory for the context")?;
+    layer::apply(
+        BufReader::new(std::io::stdin().lock()),
+        tmp.path(),
+        layer::ApplyMode::Flatten,
+    )
+    .context("reading the build context (a tar) from stdin")?;
+    Ok(ContextSource {
+        dir: tmp.path().to_path_buf(),
+        _tmp: Some(tmp),
+    })
+}
+
+/// The Dockerfile's bytes and its name (for error messages and its `.dockerignore`).
+fn read_dockerfile(
+    file: Option<&str>,
+    context: &Path,
+    context_arg: &str,
+) -> Result<(Vec<u8>, PathBuf)> {
+    match file {
+        Some("-") => {
+            if context_arg == "-" {
+                bail!("the Dockerfile and the context cannot both come from stdin");
+            }
+            let mut data = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut data)?;
+            Ok((data, PathBuf::from("Dockerfile")))
+        }
+        Some(f) => {
+            let path = PathBuf::from(f);
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((data, path))
+        }
+        None => {
+            for name in ["Dockerfile", "dockerfile"] {
+                let path = context.join(name);
+                if let Ok(data) = std::fs::read(&path) {
+                    return Ok((data, path));
+                }
+            }
+            bail!(
+                "no Dockerfile in {} (use -f to name one)",
+                context.display()
+            )
+        }
+    }
+}
+
+/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+fn ignore_matcher(dockerfile: &Path, context: &Path) -> Result<IgnoreMatcher> {
+    let mut beside = dockerfile.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    for path in [PathBuf::from(beside), context.join(".dockerignore")] {
+        if let Ok(data) = std::fs::read(&path) {
+            return IgnoreMatcher::from_dockerignore(&data)
+                .map_err(|e| anyhow!("{}: {e}", path.display()));
+        }
+    }
+    Ok(IgnoreMatcher::new(Vec::<String>::new())?)
+}
+
+fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `id=ID,src=FILE` (also `source=`), or `id=ID,env=VAR`, or `id=ID` (the env var `ID`).
+fn parse_secrets(specs: &[String], scratch: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut out = HashMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("invalid secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("invalid secret {spec:?}: id= is required"))?;
+        let path = match src {
+            Some(p) => p,
+            None => {
+                let var = env.unwrap_or_else(|| id.clone());
+                let value = std::env::var(&var).with_context(|| {
+                    format!("secret {id}: environment variable {var} is not set")
+                })?;
+                let p = scratch.join(format!("secret-{i}"));
+                std::fs::write(&p, value)?;
+                p
+            }
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = Platform::host();
+    if let Some(p) = &args.platform {
+        let wanted = Platform::parse(p)
+            .ok_or_else(|| anyhow!("invalid platform {p:?} (os/arch[/variant])"))?;
+        if !wanted.matches(&host) {
+            bail!(
+                "platform {wanted} is not supported: strata builds for the host ({host}) for now"
+            );
+        }
+    }
+    let store = ctx.store()?;
+    let _lock = store.lock_shared()?;
+    let source = context_source(&store, &args.context)?;
+    let (dockerfile_bytes, dockerfile_path) =
+        read_dockerfile(args.file.as_deref(), &source.dir, &args.context)?;
+    let dockerfile = Dockerfile::parse(&dockerfile_bytes)
+        .map_err(|e| anyhow!("{}: {e}", dockerfile_path.display()))?;
+    let ignore = ignore_matcher(&dockerfile_path, &source.dir)?;
+    let identity = format!("{}\0{}", source.dir.display(), dockerfile_path.display());
+    let stat_cache = store
+        .root()
+        .join("cache-v1")
+        .join("stat")
+        .join(oci::Digest::of(source.dir.to_string_lossy().as_bytes()).hex());
+    let context = BuildContext::scan(
+        &source.dir,
+        &ignore,
+        (args.context != "-").then_some(stat_cache),
+    )?;
+    let scratch = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store.tmp_dir())?;
+    let mode = if ctx.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let renderer = Renderer::new(mode);
+    let request = build::BuildRequest {
+        store: &store,
+        dockerfile: &dockerfile,
+        context: Some(&context),
+        options: PlanOptions {
+            build_args: parse_build_args(&args.build_args)?,
+            target: args.target.clone(),
+            platform: host,
+        },
+        no_cache: args.no_cache,
+        network: if args.network == "host" {
+            sandbox::Network::Host
+        } else {
+            sandbox::Network::None
+        },
+        secrets: parse_secrets(&args.secrets, scratch.path())?,
+        source_date_epoch: source_date_epoch()?,
+        compression: args.compression,
+        labels: parse_labels(&args.labels)?,
+        progress: &renderer,
+        identity,
+    };
+    let result = build::build(&request);
+    context.save_stat_cache(now_ns())?;
+    let output = result.map_err(|e| render_build_error(e, &dockerfile_path, &dockerfile_bytes))?;
+    let record = store.image_record(output.descriptor.clone(), tags.clone())?;
+    let id = record.id().clone();
+    let export_id = renderer.next_id();
+    renderer.note(export_id, "exporting to image");
+    if tags.is_empty() {
+        store.add_unnamed(&output.descriptor)?;
+    }
+    renderer.note(export_id, &format!("writing image {id} done"));
+    for t in &tags {
+        store.set_name(t, &output.descriptor)?;
+        renderer.note(export_id, &format!("naming to {t} done"));
+    }
+    for spec in &args.outputs {
+        export_output(&store, &record, spec, &tags)?;
+        renderer.note(export_id, &format!("exporting to {spec} done"));
+    }
+    renderer.note(export_id, "DONE 0.0s");
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, id.to_string()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if args.explain_cache {
+        let misses = renderer.explain();
+        let mut err = std::io::stderr().lock();
+        if misses.is_empty() {
+            writeln!(err, "every step came from the cache")?;
+        }
+        for (step, why) in misses {
+            writeln!(err, "{step}\n    cache miss: {why}")?;
+        }
+    }
+    if ctx.quiet {
+        println!("{id}");
+    }
+    Ok(())
+}
+
+/// Build errors that point into the Dockerfile show the line, as BuildKit does.
+fn render_build_error(e: build::BuildError, path: &Path, source: &[u8]) -> anyhow::Error {
+    let line = match &e {
+        build::BuildError::Plan(p) => p.span.map(|s| s.start),
+        build::BuildError::Step { line, .. } => Some(*line),
+        _ => None,
+    };
+    let Some(line) = line else {
+        return anyhow!("{e}");
+    };
+    let text = String::from_utf8_lossy(source);
+    let shown = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    anyhow!("{}:{line}: {e}\n --> {line} | {shown}", path.display())
+}
+
+/// `--output type=docker|oci|tar,dest=FILE` or `type=local,dest=DIR`.
+fn export_output(
+    store: &Store,
+    record: &store::ImageRecord,
+    spec: &str,
+    tags: &[Reference],
+) -> Result<()> {
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => bail!("invalid --output {spec:?}: expected type=…,dest=…"),
+        }
+    }
+    let dest = dest.ok_or_else(|| anyhow!("--output {spec:?} needs dest="))?;
+    let kind = kind.unwrap_or_else(|| "local".into());
+    match kind.as_str() {
+        "docker" | "oci" => {
+            let format = if kind == "docker" {
+                archive::ArchiveFormat::Docker
+            } else {
+                archive::ArchiveFormat::Oci
+            };
+            let items = [archive::SaveItem {
+                image: record.clone(),
+                names: tags.to_vec(),
+            }];
+            let file = std::fs::File::create(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            let mut w = archive::save(store, &items, format, std::io::BufWriter::new(file))?;
+            w.flush()?;
+        }
+        "tar" | "local" => {
+            let snapshots = store.ensure_snapshots(record)?;
+            let lowers: Vec<&Path> = snapshots.iter().rev().map(|s| s.path.as_path()).collect();
+            let opts = DiffOptions {
+                compression: Compression::None,
+                source_date_epoch: None,
+            };
+            if kind == "tar" {
+                let file = std::fs::File::create(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                let (_, mut w) =
+                    layer::write_merged(&lowers, &opts, std::io::BufWriter::new(file))?;
+                w.flush()?;
+            } else {
+                std::fs::create_dir_all(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                let (reader, writer) = std::io::pipe()?;
+                std::thread::scope(|s| -> Result<()> {
+                    let producer =
+                        s.spawn(move || layer::write_merged(&lowers, &opts, writer).map(|_| ()));
+                    layer::apply(reader, &dest, layer::ApplyMode::Flatten)?;
+                    producer
+                        .join()
+                        .map_err(|_| anyhow!("exporting the filesystem panicked"))??;
+                    Ok(())
+                })?;
+            }
+        }
+        other => bail!("unknown --output type {other:?} (docker, oci, tar, local)"),
+    }
+    Ok(())
+}
