@@ -14,4 +14,4 @@ pub mod progress;
 pub mod solve;
 
 pub use progress::{Progress, ProgressEvent};
-pub use solve::{BuildError, BuildOutput, BuildRequest, build};
+pub use solve::{BuildError, BuildOutput, BuildRequest, ImageResolver, UrlFetcher, build};

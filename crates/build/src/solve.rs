@@ -84,6 +84,23 @@ pub struct BuildRequest<'a> {
     pub progress: &'a dyn Progress,
     /// Names this Dockerfile and context for `--explain-cache` across builds.
     pub identity: String,
+    /// Finds a base or `--from` image that is not in the store (a registry pull); without
+    /// it, such an image is an error. Also asked first for every image when `pull` is set.
+    pub resolver: Option<&'a dyn ImageResolver>,
+    /// Re-resolve image tags through the resolver even when the store has them (`--pull`).
+    pub pull: bool,
+    /// Downloads for `ADD <url>`; without it, URL sources are an error.
+    pub fetcher: Option<&'a dyn UrlFetcher>,
+}
+
+/// Brings an image into the store (the registry crate implements it for the CLI).
+pub trait ImageResolver: Sync {
+    fn resolve(&self, store: &Store, reference: &str) -> Result<ImageRecord, String>;
+}
+
+/// Fetches a URL for `ADD`: the body, and its `Last-Modified` time when the server sent one.
+pub trait UrlFetcher: Sync {
+    fn fetch(&self, url: &str) -> Result<(Box<dyn Read + Send>, Option<i64>), String>;
 }
 
 /// The built image, stored but not yet named.
@@ -92,6 +109,8 @@ pub struct BuildOutput {
     pub descriptor: Descriptor,
     pub config: ImageConfig,
     pub warnings: Vec<String>,
+    /// The cache key of every step of the target's stages, for exporting the cache.
+    pub cache_keys: Vec<Digest>,
 }
 
 /// A layer of a stage's filesystem.
@@ -156,12 +175,7 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
     let mut images: HashMap<String, ImageRecord> = HashMap::new();
     let mut resolved: HashMap<String, ResolvedImage> = HashMap::new();
     for r in plan::external_images(req.dockerfile, &req.options)? {
-        let record = req.store.resolve_image(&r).map_err(|e| match e {
-            store::StoreError::ImageNotFound(_) => BuildError::Other(format!(
-                "image {r} is not in the store: load it with `strata load` or `strata pull {r}`"
-            )),
-            other => other.into(),
-        })?;
+        let record = resolve_image(req, &r)?;
         resolved.insert(
             r.clone(),
             ResolvedImage {
@@ -189,6 +203,8 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
     });
     let solver = Solver {
         req,
+        keys: Mutex::new(Vec::new()),
+        downloads: Mutex::new(HashMap::new()),
         plan: &plan,
         images: &images,
         results: Results {
@@ -200,7 +216,36 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
     };
     let target = solver.run_all()?;
     let output = solver.assemble(&target)?;
-    Ok(BuildOutput { warnings, ..output })
+    let cache_keys = solver.keys.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(BuildOutput {
+        warnings,
+        cache_keys,
+        ..output
+    })
+}
+
+/// A base or `--from` image: from the store, or through the resolver (always first with
+/// `--pull`).
+fn resolve_image(req: &BuildRequest<'_>, reference: &str) -> Result<ImageRecord, BuildError> {
+    if req.pull
+        && let Some(resolver) = req.resolver
+    {
+        return resolver
+            .resolve(req.store, reference)
+            .map_err(|e| BuildError::Other(format!("pulling {reference}: {e}")));
+    }
+    match req.store.resolve_image(reference) {
+        Ok(record) => Ok(record),
+        Err(store::StoreError::ImageNotFound(_)) => match req.resolver {
+            Some(resolver) => resolver
+                .resolve(req.store, reference)
+                .map_err(|e| BuildError::Other(format!("pulling {reference}: {e}"))),
+            None => Err(BuildError::Other(format!(
+                "image {reference} is not in the store: load it with `strata load` or `strata pull {reference}`"
+            ))),
+        },
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// The first vertex number of each stage (its FROM); its steps follow.
@@ -218,6 +263,10 @@ fn vertex_numbers(plan: &BuildPlan) -> Vec<usize> {
 
 struct Solver<'a> {
     req: &'a BuildRequest<'a>,
+    /// Every step key used, for cache export.
+    keys: Mutex<Vec<Digest>>,
+    /// `ADD <url>` downloads of this build, by URL.
+    downloads: Mutex<HashMap<String, Arc<Download>>>,
     plan: &'a BuildPlan,
     images: &'a HashMap<String, ImageRecord>,
     results: Results,
@@ -384,6 +433,10 @@ impl Solver<'_> {
         });
         let inputs = self.key_inputs(stage, step, run)?;
         let key = inputs.key();
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.clone());
         let lock = self.lock_key(&key)?;
         let cached = if self.req.no_cache {
             None
@@ -537,11 +590,17 @@ impl Solver<'_> {
             }
             StepKind::Copy(c) => {
                 k.push(if c.add { "add" } else { "copy" }, copy_identity(c));
+                for url in c.sources.iter().filter(|s| is_url(s)) {
+                    let d = self.download(step, url, c.checksum.as_deref())?;
+                    k.push(format!("url {url}"), d.digest.to_string());
+                }
+                let local: Vec<String> = c.sources.iter().filter(|s| !is_url(s)).cloned().collect();
                 match &c.from {
+                    Source::Context if local.is_empty() => {}
                     Source::Context => {
                         let ctx = self.context(step)?;
                         let excludes = excludes(c).map_err(|e| step_error(step, e))?;
-                        context_files(ctx, &c.sources, excludes.as_ref(), &mut k)?;
+                        context_files(ctx, &local, excludes.as_ref(), &mut k)?;
                     }
                     Source::Stage(p) => k.push("from", self.results.wait(*p)?.key.to_string()),
                     Source::Image(r) => {
@@ -691,7 +750,7 @@ impl Solver<'_> {
             &pending,
             &scratch,
             false,
-            None,
+            &[],
             |_| {
                 let owner = if user.is_empty() {
                     (0, 0)
@@ -724,40 +783,42 @@ impl Solver<'_> {
         pending: &store::PendingSnapshot,
         scratch: &tempfile::TempDir,
         link: bool,
-        source: Option<&SourceDir>,
+        sources: &[&SourceDir],
         work: F,
         after: G,
     ) -> Result<(), String>
     where
-        F: FnOnce(Option<std::os::fd::OwnedFd>) -> Result<T, String> + Send,
+        F: FnOnce(Vec<std::os::fd::OwnedFd>) -> Result<T, String> + Send,
         G: FnOnce(T) -> Result<(), String> + Send,
         T: Send,
     {
         let lowers = run_lowers(run);
-        let (upper, workdir, mnt, srcmnt) = (
+        let (upper, workdir, mnt) = (
             pending.fs(),
             scratch.path().join("work"),
             scratch.path().join("mnt"),
-            scratch.path().join("src"),
         );
-        for d in [&workdir, &mnt, &srcmnt] {
+        for d in [&workdir, &mnt] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
         sandbox::in_private_mounts(|| {
-            let src_fd = match source {
-                None => None,
-                Some(SourceDir::Plain(p)) => {
-                    Some(SourceRoot::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?)
-                }
-                Some(SourceDir::Layers(l)) => {
-                    sandbox::mount_layers(l, None, &srcmnt, scratch.path())
-                        .map_err(|e| format!("mounting the source: {e}"))?;
-                    Some(
-                        SourceRoot::open(&srcmnt)
-                            .map_err(|e| format!("opening the source: {e}"))?,
-                    )
-                }
-            };
+            let mut src_fds = Vec::new();
+            for (i, source) in sources.iter().enumerate() {
+                let fd = match source {
+                    SourceDir::Plain(p) => {
+                        SourceRoot::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?
+                    }
+                    SourceDir::Layers(l) => {
+                        let srcmnt = scratch.path().join(format!("src{i}"));
+                        std::fs::create_dir_all(&srcmnt)
+                            .map_err(|e| format!("creating {}: {e}", srcmnt.display()))?;
+                        sandbox::mount_layers(l, None, &srcmnt, scratch.path())
+                            .map_err(|e| format!("mounting the source: {e}"))?;
+                        SourceRoot::open(&srcmnt).map_err(|e| format!("opening the source: {e}"))?
+                    }
+                };
+                src_fds.push(fd);
+            }
             let root = if link {
                 upper.clone()
             } else {
@@ -767,7 +828,7 @@ impl Solver<'_> {
             };
             let guard = sandbox::enter_root(&root)
                 .map_err(|e| format!("entering the stage's root: {e}"))?;
-            let result = work(src_fd);
+            let result = work(src_fds);
             guard
                 .leave()
                 .map_err(|e| format!("leaving the stage's root: {e}"))?;
@@ -783,18 +844,87 @@ impl Solver<'_> {
         c: &CopyStep,
         run: &StageRun,
     ) -> Result<LayerRef, BuildError> {
-        if c.sources
-            .iter()
-            .any(|s| s.starts_with("http://") || s.starts_with("https://"))
-        {
-            return Err(step_error(
-                step,
-                "ADD from a URL is not supported yet: download it in a RUN step",
-            ));
-        }
         let pending = self.req.store.new_pending_snapshot()?;
         let scratch = self.scratch(step)?;
-        let (source, sources) = if !c.inline.is_empty() {
+        let groups = self.copy_groups(stage, step, c, &scratch)?;
+        let ctx = match &c.from {
+            Source::Context => self.req.context,
+            _ => None,
+        };
+        let include = |rel: &str| ctx.is_none_or(|ctx| ctx.entry(rel).is_some());
+        let include_ref: &(dyn Fn(&str) -> bool + Sync) = &include;
+        let chmod = c
+            .chmod
+            .as_deref()
+            .map(|m| Chmod::parse(m).ok_or_else(|| step_error(step, format!("invalid chmod {m}"))))
+            .transpose()?;
+        let excludes = excludes(c).map_err(|e| step_error(step, e))?;
+        let chown = c.chown.clone();
+        let epoch = self.epoch;
+        let dest = c.dest.clone();
+        let parents = c.parents;
+        let dirs: Vec<&SourceDir> = groups.iter().map(|g| &g.dir).collect();
+        self.with_dest(
+            run,
+            &pending,
+            &scratch,
+            c.link,
+            &dirs,
+            |fds| {
+                let owner = match &chown {
+                    None => None,
+                    Some(spec) => {
+                        let (passwd, group) = read_user_files();
+                        Some(
+                            users::resolve_chown(spec, &passwd, &group)
+                                .map_err(|e| e.to_string())?,
+                        )
+                    }
+                };
+                let mut done = Vec::new();
+                for (group, root) in groups.iter().zip(fds) {
+                    let src = SourceRoot {
+                        root,
+                        include: group.context.then_some(include_ref),
+                        keep_owner: group.keep_owner,
+                    };
+                    let spec = CopySpec {
+                        sources: &group.sources,
+                        dest: &dest,
+                        owner,
+                        chmod: chmod.clone(),
+                        parents,
+                        excludes: excludes.clone(),
+                        epoch,
+                        unpack: group.unpack,
+                    };
+                    let unpacks = copy::copy(&src, &spec).map_err(|e| chain(&e))?;
+                    done.push((unpacks, src));
+                }
+                Ok(done)
+            },
+            |done| {
+                for (unpacks, src) in done {
+                    unpacks.run(&src).map_err(|e| chain(&e))?;
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| step_error(step, e))?;
+        self.commit(run, pending, !c.link)
+    }
+
+    /// The sources of one COPY/ADD, grouped by where they are read from: heredoc files,
+    /// downloads, and the context, stage or image.
+    fn copy_groups(
+        &self,
+        stage: usize,
+        step: &Step,
+        c: &CopyStep,
+        scratch: &tempfile::TempDir,
+    ) -> Result<Vec<CopyGroup>, BuildError> {
+        let mut groups = Vec::new();
+        if !c.inline.is_empty() {
             let dir = scratch.path().join("inline");
             std::fs::create_dir_all(&dir).map_err(|e| step_error(step, e.to_string()))?;
             for f in &c.inline {
@@ -806,70 +936,108 @@ impl Solver<'_> {
                 )
                 .map_err(|e| step_error(step, e.to_string()))?;
             }
-            let mut names: Vec<String> = c.inline.iter().map(|f| f.name.clone()).collect();
-            names.extend(c.sources.iter().cloned());
-            (SourceDir::Plain(dir), names)
-        } else {
-            (self.source_dir(stage, &c.from, step)?, c.sources.clone())
-        };
-        let ctx = match (&c.from, c.inline.is_empty()) {
-            (Source::Context, true) => Some(self.context(step)?),
-            _ => None,
-        };
-        let include = |rel: &str| ctx.is_none_or(|ctx| ctx.entry(rel).is_some());
-        let keep_owner = !matches!(c.from, Source::Context);
-        let chmod = c
-            .chmod
-            .as_deref()
-            .map(|m| Chmod::parse(m).ok_or_else(|| step_error(step, format!("invalid chmod {m}"))))
-            .transpose()?;
-        let excludes = excludes(c).map_err(|e| step_error(step, e))?;
-        let unpack = c.add && c.unpack.unwrap_or(true);
-        let chown = c.chown.clone();
-        let epoch = self.epoch;
-        let dest = c.dest.clone();
-        let parents = c.parents;
-        let include_ref: Option<&(dyn Fn(&str) -> bool + Sync)> = ctx.is_some().then_some(&include);
-        self.with_dest(
-            run,
-            &pending,
-            &scratch,
-            c.link,
-            Some(&source),
-            |src_fd| {
-                let root = src_fd.ok_or("no source")?;
-                let owner = match &chown {
-                    None => None,
-                    Some(spec) => {
-                        let (passwd, group) = read_user_files();
-                        Some(
-                            users::resolve_chown(spec, &passwd, &group)
-                                .map_err(|e| e.to_string())?,
-                        )
-                    }
-                };
-                let src = SourceRoot {
-                    root,
-                    include: include_ref,
-                    keep_owner,
-                };
-                let spec = CopySpec {
-                    sources: &sources,
-                    dest: &dest,
-                    owner,
-                    chmod,
-                    parents,
-                    excludes,
-                    epoch,
-                    unpack,
-                };
-                let unpacks = copy::copy(&src, &spec).map_err(|e| chain(&e))?;
-                Ok((unpacks, src))
-            },
-            |(unpacks, src)| unpacks.run(&src).map_err(|e| chain(&e)),
-        )
-        .map_err(|e| step_error(step, e))?;
-        self.commit(run, pending, !c.link)
+            groups.push(CopyGroup {
+                dir: SourceDir::Plain(dir),
+                sources: c.inline.iter().map(|f| f.name.clone()).collect(),
+                context: false,
+                keep_owner: false,
+                unpack: false,
+            });
+        }
+        let (urls, local): (Vec<&String>, Vec<&String>) = c.sources.iter().partition(|s| is_url(s));
+        if !urls.is_empty() {
+            let mut names = Vec::new();
+            let mut dir = None;
+            for url in urls {
+                let d = self.download(step, url, c.checksum.as_deref())?;
+                names.push(d.name.clone());
+                dir = Some(d.dir.clone());
+            }
+            if let Some(dir) = dir {
+                groups.push(CopyGroup {
+                    dir: SourceDir::Plain(dir),
+                    sources: names,
+                    context: false,
+                    keep_owner: false,
+                    unpack: c.unpack == Some(true),
+                });
+            }
+        }
+        if !local.is_empty() {
+            groups.push(CopyGroup {
+                dir: self.source_dir(stage, &c.from, step)?,
+                sources: local.into_iter().cloned().collect(),
+                context: matches!(c.from, Source::Context),
+                keep_owner: !matches!(c.from, Source::Context),
+                unpack: c.add && c.unpack.unwrap_or(true),
+            });
+        }
+        Ok(groups)
+    }
+
+    /// Downloads an `ADD <url>` once per build (the cache key needs its content), into a
+    /// directory of its own: mode 0600, mtime from `Last-Modified` or the epoch, checked
+    /// against `--checksum` when one is given.
+    fn download(
+        &self,
+        step: &Step,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<Arc<Download>, BuildError> {
+        let mut downloads = self.downloads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = downloads.get(url) {
+            return Ok(d.clone());
+        }
+        let fetcher = self.req.fetcher.ok_or_else(|| {
+            step_error(
+                step,
+                "ADD from a URL needs network access, which this build has not got",
+            )
+        })?;
+        let (mut body, last_modified) = fetcher
+            .fetch(url)
+            .map_err(|e| step_error(step, format!("downloading {url}: {e}")))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("download-")
+            .tempdir_in(self.req.store.tmp_dir())
+            .map_err(|e| step_error(step, e.to_string()))?;
+        let name = url_file_name(url);
+        let path = tmp.path().join(&name);
+        let mut file = std::fs::File::create(&path).map_err(|e| step_error(step, e.to_string()))?;
+        let mut hasher = Sha256Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = body
+                .read(&mut buf)
+                .map_err(|e| step_error(step, format!("downloading {url}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut file, &buf[..n])
+                .map_err(|e| step_error(step, e.to_string()))?;
+        }
+        let digest = hasher.finish();
+        if let Some(want) = checksum
+            && want != digest.to_string()
+        {
+            return Err(step_error(
+                step,
+                format!("digest mismatch for {url}: expected {want}, got {digest}"),
+            ));
+        }
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| step_error(step, e.to_string()))?;
+        copy::set_times(&path, last_modified.unwrap_or(0), 0)
+            .map_err(|e| step_error(step, e.to_string()))?;
+        let d = Arc::new(Download {
+            dir: tmp.path().to_path_buf(),
+            name,
+            digest,
+            _tmp: tmp,
+        });
+        downloads.insert(url.to_string(), d.clone());
+        Ok(d)
     }
 
     /// The filesystem a COPY --from or a mount reads.
@@ -1174,6 +1342,7 @@ impl Solver<'_> {
             descriptor,
             config,
             warnings: Vec::new(),
+            cache_keys: Vec::new(),
         })
     }
 }
@@ -1181,6 +1350,39 @@ impl Solver<'_> {
 enum SourceDir {
     Plain(PathBuf),
     Layers(Vec<PathBuf>),
+}
+
+/// Sources of one COPY/ADD read from the same place.
+struct CopyGroup {
+    dir: SourceDir,
+    sources: Vec<String>,
+    /// The build context: only what `.dockerignore` leaves is visible.
+    context: bool,
+    keep_owner: bool,
+    unpack: bool,
+}
+
+/// A file `ADD` downloaded.
+struct Download {
+    dir: PathBuf,
+    name: String,
+    digest: Digest,
+    _tmp: tempfile::TempDir,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The file name BuildKit gives a download: the URL path's last element, or `__unnamed__`.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    after_host
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| "__unnamed__".to_string())
 }
 
 fn excludes(c: &CopyStep) -> Result<Option<IgnoreMatcher>, String> {

@@ -276,6 +276,9 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         labels: parse_labels(&args.labels)?,
         progress: &renderer,
         identity,
+        resolver: None,
+        pull: false,
+        fetcher: None,
     };
     let result = build::build(&request);
     context.save_stat_cache(now_ns())?;
