@@ -499,10 +499,13 @@ impl Copier<'_, '_> {
             self.mkdir_all(parent)?;
         }
         if node.kind == FileType::Directory {
+            // BuildKit creates the destination itself (`CreateDestPath`) before copying the
+            // directory's contents into it, so a new destination gets mkdir's 0755 and the
+            // --chown owner (root otherwise), not the source directory's metadata.
             match fs::metadata(&target) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(CopyError::NotADirectory(target.display().to_string())),
-                Err(_) => self.make_dir(&target, &node)?,
+                Err(_) => self.mkdir_all(&target)?,
             }
             self.copy_dir_contents(&resolved, "", &target)
         } else {

@@ -173,3 +173,52 @@ pub fn unique_name(prefix: &str) -> String {
         .unwrap_or(0);
     format!("strata-test-{prefix}-{}-{nanos}", std::process::id())
 }
+
+/// One line per entry of a tar (a flattened image): path, type, mode, owner, size, content
+/// digest and link target — everything a differential test compares, never mtimes. Sorted.
+pub fn tar_listing(path: &Path) -> Vec<String> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let file = fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(file);
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let path = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .trim_start_matches("./")
+            .to_string();
+        if path.is_empty() || path == "." {
+            continue;
+        }
+        let kind = format!("{:?}", header.entry_type());
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut hasher = sha2::Sha256::new();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        hasher.update(&data);
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out.push(format!(
+            "{path} {kind} {:o} {}:{} {} {digest} {link}",
+            header.mode().unwrap() & 0o7777,
+            header.uid().unwrap(),
+            header.gid().unwrap(),
+            data.len(),
+        ));
+    }
+    out.sort();
+    out
+}

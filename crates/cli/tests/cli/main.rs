@@ -160,5 +160,6 @@ pub fn conformance_dir() -> PathBuf {
 }
 
 mod containers;
+mod differential;
 mod images;
 mod registry;
