@@ -159,6 +159,7 @@ pub fn conformance_dir() -> PathBuf {
     dir.join("buildkit/frontend/dockerfile/parser")
 }
 
+mod build;
 mod containers;
 mod differential;
 mod images;

@@ -1,0 +1,384 @@
+//! `strata build` behaviours of its own: the cache (hits, misses and why, what invalidates
+//! what), stages, mounts, heredocs, inputs and outputs, reproducibility. Agreement with the
+//! Docker engine's results is in `differential.rs`.
+
+use std::path::PathBuf;
+
+use super::{Env, tar_names};
+
+/// An Env with a busybox base named `base` and a context directory.
+struct Build {
+    env: Env,
+    ctx: PathBuf,
+}
+
+impl Build {
+    fn new(dockerfile: &str) -> Build {
+        let env = Env::new();
+        env.import_busybox("base");
+        let ctx = env.path("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        Build { env, ctx }
+    }
+
+    fn file(&self, name: &str, content: &str) -> &Self {
+        let p = self.ctx.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    /// Builds with plain progress; returns (stdout, stderr).
+    fn build(&self, extra: &[&str]) -> (String, String) {
+        let out = self.build_output(extra);
+        assert!(out.status.success(), "build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn build_output(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(self.ctx.to_str().unwrap());
+        self.env.cmd().args(&args).output().unwrap()
+    }
+
+    fn fails(&self, extra: &[&str]) -> String {
+        let out = self.build_output(extra);
+        assert!(!out.status.success(), "build succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The content of a file in a built image.
+    fn read(&self, image: &str, path: &str) -> String {
+        let tar = self.env.path("read.tar");
+        self.env.ok(&["export", image, "-o", tar.to_str().unwrap()]);
+        testkit::file_in_tar(&tar, path).unwrap_or_else(|| panic!("{path} is not in {image}"))
+    }
+
+    fn id(&self, image: &str) -> String {
+        self.env.inspect(image)["Id"].as_str().unwrap().to_string()
+    }
+}
+
+/// The steps (by their `[i/n] INSTRUCTION` names) that were CACHED in plain progress output.
+fn cached_steps(stderr: &str) -> Vec<String> {
+    let mut names = std::collections::HashMap::new();
+    let mut cached = Vec::new();
+    for line in stderr.lines() {
+        let Some((id, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else {
+            continue;
+        };
+        if rest.starts_with('[') {
+            names.insert(id.to_string(), rest.to_string());
+        } else if rest == "CACHED"
+            && let Some(n) = names.get(id)
+        {
+            cached.push(n.clone());
+        }
+    }
+    cached
+}
+
+fn misses(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(" cache miss: ").map(|(_, r)| r.to_string()))
+        .collect()
+}
+
+const APP: &str = "FROM base
+ARG MODE=dev
+COPY deps.txt /app/
+RUN echo installing > /app/installed
+COPY src /app/src
+RUN echo \"build $MODE\" > /app/built
+";
+
+#[test]
+fn no_op_rebuild_is_all_cached_and_mtime_changes_do_not_count() {
+    let b = Build::new(APP);
+    b.file("deps.txt", "a\n").file("src/main.rs", "fn main() {}\n");
+    b.build(&["-t", "app:1"]);
+    let first = b.id("app:1");
+    let (_, err) = b.build(&["-t", "app:2"]);
+    assert_eq!(cached_steps(&err).len(), 4, "{err}");
+    assert_eq!(b.id("app:2"), first, "a fully cached rebuild gives the same image");
+
+    let f = std::fs::File::options().write(true).open(b.ctx.join("src/main.rs")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let (_, err) = b.build(&["-t", "app:3"]);
+    assert_eq!(cached_steps(&err).len(), 4, "touching a file is not a change: {err}");
+}
+
+#[test]
+fn a_changed_file_rebuilds_from_its_step_and_says_why() {
+    let b = Build::new(APP);
+    b.file("deps.txt", "a\n").file("src/main.rs", "fn main() {}\n");
+    b.build(&[]);
+    b.file("src/main.rs", "fn main() { changed() }\n");
+    let (_, err) = b.build(&[]);
+    let cached = cached_steps(&err);
+    assert_eq!(cached.len(), 2, "{err}");
+    assert!(cached[0].contains("COPY deps.txt") && cached[1].contains("RUN echo installing"));
+    assert_eq!(misses(&err), ["file src/main.rs changed", "the step before it changed"]);
+
+    b.file("deps.txt", "b\n");
+    let (_, err) = b.build(&["--explain-cache"]);
+    assert!(cached_steps(&err).is_empty());
+    assert!(err.contains("[2/5] COPY deps.txt /app/\n    cache miss: file deps.txt changed"), "{err}");
+}
+
+#[test]
+fn build_args_invalidate_only_what_sees_them() {
+    let b = Build::new(APP);
+    b.file("deps.txt", "a\n").file("src/main.rs", "x\n");
+    b.build(&[]);
+    let (_, err) = b.build(&["--build-arg", "MODE=prod"]);
+    // Every RUN after `ARG MODE` sees it in its environment; COPY does not use it.
+    let cached = cached_steps(&err);
+    assert_eq!(cached.len(), 1, "{err}");
+    assert!(cached[0].contains("COPY deps.txt"));
+    assert!(misses(&err)[0].contains("env MODE changed (dev → prod)"), "{err}");
+
+    let (_, err) = b.build(&["--build-arg", "MODE=prod", "--build-arg", "NOBODY=1"]);
+    assert_eq!(cached_steps(&err).len(), 4, "an undeclared arg invalidates nothing: {err}");
+    assert!(err.contains("[Warning] One or more build-args [NOBODY] were not consumed"), "{err}");
+
+    let (_, err) = b.build(&["--no-cache"]);
+    assert!(cached_steps(&err).is_empty());
+}
+
+#[test]
+fn unchanged_context_is_not_read_again() {
+    let b = Build::new("FROM base\nCOPY . /ctx/\n");
+    for i in 0..300 {
+        b.file(&format!("files/f{i}"), &format!("content {i}"));
+    }
+    let read_count = |err: &str| -> usize {
+        let line = err.lines().find(|l| l.contains("files read to hash them")).unwrap_or_else(|| panic!("{err}"));
+        let before = line.split(" files read").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (_, err) = b.build(&["--log-level", "info"]);
+    assert!(read_count(&err) >= 300, "{err}");
+    // The stat cache does not trust files changed within two seconds of being recorded.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    b.build(&["--log-level", "info"]);
+    let (_, err) = b.build(&["--log-level", "info"]);
+    assert_eq!(read_count(&err), 0, "{err}");
+}
+
+#[test]
+fn only_needed_stages_run_and_independent_ones_run_together() {
+    let b = Build::new(
+        "FROM base AS broken
+RUN exit 1
+
+FROM base AS left
+RUN --mount=type=cache,id=sync,target=/s sh -c 'touch /s/left; i=0; while [ ! -e /s/right ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; test -e /s/right' && echo left > /left
+
+FROM base AS right
+RUN --mount=type=cache,id=sync,target=/s sh -c 'touch /s/right; i=0; while [ ! -e /s/left ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; test -e /s/left' && echo right > /right
+
+FROM base
+COPY --from=left /left /
+COPY --from=right /right /
+",
+    );
+    // Each of left and right waits for the other: only concurrent stages can both finish.
+    b.build(&["-t", "joined"]);
+    assert_eq!(b.read("joined", "/left"), "left\n");
+    assert_eq!(b.read("joined", "/right"), "right\n");
+    let err = b.fails(&["--target", "broken", "--no-cache"]);
+    assert!(err.contains("exit code: 1"), "{err}");
+    let err = b.fails(&["--target", "nope"]);
+    assert!(err.contains("target stage \"nope\" could not be found"), "{err}");
+}
+
+#[test]
+fn heredocs_in_run_and_copy() {
+    let b = Build::new(
+        "FROM base
+ARG NAME=world
+COPY <<EOF /greeting
+hello $NAME
+EOF
+COPY <<'EOF' /literal
+hello $NAME
+EOF
+RUN <<EOF
+echo from heredoc > /ran
+EOF
+RUN <<EOF
+#!/bin/sh
+echo \"script $0\" > /script
+EOF
+RUN <<-EOT sh
+\techo chomped > /chomped
+\tEOT
+",
+    );
+    b.build(&["-t", "h"]);
+    assert_eq!(b.read("h", "/greeting"), "hello world\n");
+    assert_eq!(b.read("h", "/literal"), "hello $NAME\n");
+    assert_eq!(b.read("h", "/ran"), "from heredoc\n");
+    assert_eq!(b.read("h", "/script"), "script /dev/pipes/EOF\n");
+    assert_eq!(b.read("h", "/chomped"), "chomped\n");
+}
+
+#[test]
+fn secrets_cache_tmpfs_and_bind_mounts() {
+    let b = Build::new(
+        "FROM base
+RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = \"$(echo czNjcmV0 | base64 -d)\" && touch /secret-ok
+RUN --mount=type=secret,id=tok,env=TOKEN test \"$TOKEN\" = \"$(echo czNjcmV0 | base64 -d)\" && touch /env-ok
+RUN --mount=type=cache,target=/cache sh -c 'n=$(cat /cache/n 2>/dev/null || echo 0); echo $((n+1)) > /cache/n; cp /cache/n /count'
+RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/f && test -f /scratch/f'
+RUN --mount=type=bind,source=data,target=/data sh -c 'cat /data/in > /copied && ! touch /data/new 2>/dev/null'
+",
+    );
+    b.file("data/in", "bound\n");
+    let secret = b.env.path("secret.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    b.build(&["--secret", &secret_arg, "-t", "m"]);
+    assert_eq!(b.read("m", "/count"), "1\n");
+    b.build(&["--secret", &secret_arg, "--no-cache", "-t", "m2"]);
+    assert_eq!(b.read("m2", "/count"), "2\n", "the cache mount outlives the build");
+    assert_eq!(b.read("m", "/copied"), "bound\n");
+    let names = {
+        let tar = b.env.path("m.tar");
+        b.env.ok(&["export", "m", "-o", tar.to_str().unwrap()]);
+        tar_names(&tar)
+    };
+    for absent in ["run/secrets/tok", "cache", "cache/n", "scratch", "data"] {
+        assert!(!names.contains(absent), "{absent} leaked into the image");
+    }
+    let history = b.env.ok(&["history", "--no-trunc", "m"]);
+    assert!(!history.contains("s3cret"));
+    let err = b.fails(&["--no-cache"]);
+    assert!(err.contains("exit code"), "a missing secret is not there: {err}");
+}
+
+#[test]
+fn network_is_off_unless_asked_for() {
+    let b = Build::new(
+        "FROM base
+RUN ls /sys/class/net > /default
+RUN --network=host ls /sys/class/net > /host
+",
+    );
+    b.build(&["-t", "n"]);
+    assert_eq!(b.read("n", "/default"), "lo\n");
+    let host_count = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(b.read("n", "/host").lines().count(), host_count);
+}
+
+#[test]
+fn dockerfile_and_context_from_stdin_and_outputs() {
+    let env = Env::new();
+    env.import_busybox("base");
+    // -f - : the Dockerfile on stdin.
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "from context\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["build", "-q", "-f", "-", "-t", "stdin-df", ctx.to_str().unwrap()])
+        .write_stdin("FROM base\nCOPY f /f\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(id.trim().starts_with("sha256:"), "-q prints the id: {id}");
+
+    // Context - : a tar on stdin (with its own Dockerfile).
+    std::fs::write(ctx.join("Dockerfile"), "FROM base\nCOPY f /g\n").unwrap();
+    let tar = std::process::Command::new("tar").args(["-C", ctx.to_str().unwrap(), "-c", "."]).output().unwrap();
+    let iid = env.path("iid");
+    let out = env
+        .cmd()
+        .args(["build", "--progress", "quiet", "--iidfile", iid.to_str().unwrap(), "-t", "stdin-ctx", "-"])
+        .write_stdin(tar.stdout)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), env.inspect("stdin-ctx")["Id"].as_str().unwrap());
+
+    // --output in every form.
+    let out_dir = env.path("out");
+    let specs = [
+        format!("type=local,dest={}", out_dir.join("local").display()),
+        format!("type=tar,dest={}", out_dir.join("fs.tar").display()),
+        format!("type=docker,dest={}", out_dir.join("docker.tar").display()),
+        format!("type=oci,dest={}", out_dir.join("oci.tar").display()),
+    ];
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut args = vec!["build".to_string(), "--progress".into(), "quiet".into(), "-t".into(), "outs".into()];
+    for s in &specs {
+        args.push("-o".into());
+        args.push(s.clone());
+    }
+    args.push(ctx.to_str().unwrap().into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&argv);
+    assert_eq!(std::fs::read_to_string(out_dir.join("local/g")).unwrap(), "from context\n");
+    assert!(tar_names(&out_dir.join("fs.tar")).contains("g"));
+    let other = Env::new();
+    assert_eq!(other.ok(&["load", "-i", out_dir.join("docker.tar").to_str().unwrap()]), "Loaded image: outs:latest\n");
+    assert_eq!(other.ok(&["load", "-i", out_dir.join("oci.tar").to_str().unwrap()]), "Loaded image: outs:latest\n");
+}
+
+#[test]
+fn builds_are_reproducible_with_source_date_epoch() {
+    let dockerfile = "FROM base\nCOPY f /f\nRUN echo $RANDOM > /dev/null && mkdir -p /made && echo x > /made/x\nENV A=1\n";
+    let ids: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let b = Build::new(dockerfile);
+            b.file("f", "same\n");
+            let out = b
+                .env
+                .cmd()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["build", "--progress", "quiet", "-t", "r", b.ctx.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let info = b.env.inspect("r");
+            (info["Id"].as_str().unwrap().to_string(), info["Descriptor"]["digest"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "same inputs, same digests");
+}
+
+#[test]
+fn onbuild_triggers_run_in_child_builds() {
+    let b = Build::new("FROM base\nONBUILD RUN echo triggered > /trigger\nONBUILD COPY marker /marker\n");
+    b.build(&["-t", "parent"]);
+    std::fs::write(b.ctx.join("Dockerfile"), "FROM parent\nRUN cat /trigger\n").unwrap();
+    b.file("marker", "m\n");
+    b.build(&["-t", "child"]);
+    assert_eq!(b.read("child", "/trigger"), "triggered\n");
+    assert_eq!(b.read("child", "/marker"), "m\n");
+    assert!(b.env.inspect("child")["Config"]["OnBuild"].is_null(), "triggers are not inherited further");
+    assert_eq!(b.env.inspect("parent")["Config"]["OnBuild"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn failures_name_the_step_line_and_output() {
+    let b = Build::new("FROM base\nRUN echo about to fail && exit 3\n");
+    let err = b.fails(&[]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("about to fail"), "{err}");
+    let b = Build::new("FROM base\nUSER ghost\nRUN true\n");
+    assert!(b.fails(&[]).contains("unable to find user ghost"));
+    let b = Build::new("FROM not-in-the-store\n");
+    assert!(b.fails(&[]).contains("not-in-the-store"));
+    let b = Build::new("FROM base\nRUN true\n");
+    assert!(b.fails(&["--platform", "linux/s390x"]).contains("not supported"));
+}
