@@ -14,4 +14,7 @@ pub mod progress;
 pub mod solve;
 
 pub use progress::{Progress, ProgressEvent};
-pub use solve::{BuildError, BuildOutput, BuildRequest, ImageResolver, UrlFetcher, build};
+pub use solve::{
+    BuildError, BuildOutput, BuildRequest, DEFAULT_MAX_LAYERS, ImageResolver, Squash, UrlFetcher,
+    build,
+};

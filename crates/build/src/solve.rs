@@ -91,7 +91,34 @@ pub struct BuildRequest<'a> {
     pub pull: bool,
     /// Downloads for `ADD <url>`; without it, URL sources are an error.
     pub fetcher: Option<&'a dyn UrlFetcher>,
+    /// `--squash` / `--squash-all`.
+    pub squash: Squash,
+    /// The most layers the image may have (`--max-layers`, 127 by default).
+    pub max_layers: usize,
+    /// Imported build caches (`--cache-from`), asked when the local cache has no usable record.
+    pub cache_from: Option<&'a dyn CacheSource>,
 }
+
+/// A build cache beside the local one (a registry, an OCI layout): for a step key, brings the
+/// record's layer blob into the store and returns the record, or `None` (a miss). `log` shows a
+/// line in the step's progress.
+pub trait CacheSource: Sync {
+    fn lookup(&self, store: &Store, key: &Digest, log: &dyn Fn(&str)) -> Option<CacheRecord>;
+}
+
+/// Collapsing layers after the build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Squash {
+    #[default]
+    No,
+    /// The layers this build added become one, on top of the untouched base layers.
+    Build,
+    /// One layer of everything.
+    All,
+}
+
+/// The limit docker has always had (aufs could stack no more), and the default here.
+pub const DEFAULT_MAX_LAYERS: usize = 127;
 
 /// Brings an image into the store (the registry crate implements it for the CLI).
 pub trait ImageResolver: Sync {
@@ -128,6 +155,9 @@ struct StageResult {
     key: Digest,
     layers: Vec<LayerRef>,
     history: Vec<History>,
+    /// How many of `layers` and `history` come from the base image of the stage chain.
+    base_layers: usize,
+    base_history: usize,
 }
 
 impl StageResult {
@@ -185,6 +215,7 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
         images.insert(r, record);
     }
     let plan = plan::plan(req.dockerfile, &req.options, &resolved)?;
+    check_layer_limit(req, &plan, &images)?;
     let mut warnings = plan.warnings.clone();
     if !plan.unused_build_args.is_empty() {
         let w = format!(
@@ -215,6 +246,7 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
         epoch,
     };
     let target = solver.run_all()?;
+    let target = solver.squash(&target)?;
     let output = solver.assemble(&target)?;
     let cache_keys = solver.keys.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(BuildOutput {
@@ -222,6 +254,45 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutput, BuildError> {
         cache_keys,
         ..output
     })
+}
+
+/// How many layers the target image will have, from the plan alone.
+fn planned_layers(
+    plan: &BuildPlan,
+    images: &HashMap<String, ImageRecord>,
+    stage: usize,
+) -> (usize, usize) {
+    let s = &plan.stages[stage];
+    let (base, added) = match &s.base {
+        Base::Scratch => (0, 0),
+        Base::Image(r) => (images.get(r).map_or(0, |i| i.manifest.layers.len()), 0),
+        Base::Stage(p) => planned_layers(plan, images, *p),
+    };
+    (
+        base,
+        added + s.steps.iter().filter(|st| st.makes_layer()).count(),
+    )
+}
+
+/// Refuses, before anything runs, an image deeper than the layer limit.
+fn check_layer_limit(
+    req: &BuildRequest<'_>,
+    plan: &BuildPlan,
+    images: &HashMap<String, ImageRecord>,
+) -> Result<(), BuildError> {
+    let (base, added) = planned_layers(plan, images, plan.target);
+    let total = match req.squash {
+        Squash::No => base + added,
+        Squash::Build => base + usize::from(added > 0),
+        Squash::All => 1,
+    };
+    if total > req.max_layers {
+        return Err(BuildError::Other(format!(
+            "the image would have {total} layers ({base} from its base, {added} from this build), more than the limit of {}: merge RUN instructions, build with --squash (the build's layers become one) or --squash-all, or raise the limit with --max-layers {total}",
+            req.max_layers
+        )));
+    }
+    Ok(())
 }
 
 /// A base or `--from` image: from the store, or through the resolver (always first with
@@ -279,6 +350,8 @@ struct StageRun {
     key: Digest,
     layers: Vec<LayerRef>,
     history: Vec<History>,
+    base_layers: usize,
+    base_history: usize,
 }
 
 impl Solver<'_> {
@@ -336,6 +409,8 @@ impl Solver<'_> {
                 ),
                 layers: Vec::new(),
                 history: Vec::new(),
+                base_layers: 0,
+                base_history: 0,
             },
             Base::Image(r) => {
                 let record = &self.images[r];
@@ -351,6 +426,8 @@ impl Solver<'_> {
                     key: parent.key.clone(),
                     layers: parent.layers.clone(),
                     history: parent.history.clone(),
+                    base_layers: parent.base_layers,
+                    base_history: parent.base_history,
                 }
             }
         };
@@ -387,6 +464,8 @@ impl Solver<'_> {
             key: run.key,
             layers: run.layers,
             history: run.history,
+            base_layers: run.base_layers,
+            base_history: run.base_history,
         })
     }
 
@@ -415,6 +494,8 @@ impl Solver<'_> {
             ),
             layers,
             history: record.config.history.clone(),
+            base_layers: record.manifest.layers.len(),
+            base_history: record.config.history.len(),
         })
     }
 
@@ -441,7 +522,7 @@ impl Solver<'_> {
         let cached = if self.req.no_cache {
             None
         } else {
-            self.req.store.cache_get(&key)?
+            self.cache_lookup(&key, id)?
         };
         let (layer, created) = match cached {
             Some(record) => {
@@ -494,6 +575,27 @@ impl Solver<'_> {
         run.layers.push(layer);
         run.key = key;
         Ok(())
+    }
+
+    /// The local record for a key, else one an imported cache brings in (then kept locally).
+    fn cache_lookup(&self, key: &Digest, id: usize) -> Result<Option<CacheRecord>, BuildError> {
+        if let Some(record) = self.req.store.cache_get(key)? {
+            return Ok(Some(record));
+        }
+        let Some(source) = self.req.cache_from else {
+            return Ok(None);
+        };
+        let log = |line: &str| {
+            self.req.progress.event(ProgressEvent::Log {
+                id,
+                data: format!("{line}\n").into_bytes(),
+            })
+        };
+        let Some(record) = source.lookup(self.req.store, key, &log) else {
+            return Ok(None);
+        };
+        self.req.store.cache_put(key, &record)?;
+        Ok(self.req.store.cache_get(key)?)
     }
 
     /// Identical steps (same key) run once at a time, across threads and processes alike:
@@ -1317,6 +1419,59 @@ impl Solver<'_> {
                 Ok((private.keep(), None))
             }
         }
+    }
+
+    /// `--squash`: the build's layers replayed onto one overlay-format snapshot (deletions
+    /// inside the build vanish, deletions of base files stay whiteouts), on top of the
+    /// untouched base layers. `--squash-all`: one flattened layer. History keeps every
+    /// instruction; all but the last layer-making entry become `empty_layer`.
+    fn squash(&self, target: &StageResult) -> Result<StageResult, BuildError> {
+        let keep = match self.req.squash {
+            Squash::No => return Ok(target.clone()),
+            Squash::Build => target.base_layers,
+            Squash::All => 0,
+        };
+        let squashed = &target.layers[keep..];
+        if squashed.len() <= 1 {
+            return Ok(target.clone());
+        }
+        let pending = self.req.store.new_pending_snapshot()?;
+        let mode = if keep == 0 {
+            layer::ApplyMode::Flatten
+        } else {
+            layer::ApplyMode::Squash
+        };
+        for l in squashed {
+            let blob = BufReader::with_capacity(1 << 20, self.req.store.open_blob(&l.blob.digest)?);
+            layer::apply(blob, &pending.fs(), mode).map_err(|e| {
+                BuildError::Other(format!("squashing layer {}: {}", l.blob.digest, chain(&e)))
+            })?;
+        }
+        let base = StageRun {
+            key: target.key.clone(),
+            layers: target.layers[..keep].to_vec(),
+            history: Vec::new(),
+            base_layers: keep,
+            base_history: 0,
+        };
+        let layer = self.commit(&base, pending, keep > 0)?;
+        let mut history = target.history.clone();
+        let first = if keep == 0 { 0 } else { target.base_history };
+        let last_layer_entry = history.iter().rposition(|h| !h.empty_layer);
+        for (i, h) in history.iter_mut().enumerate().skip(first) {
+            if Some(i) != last_layer_entry {
+                h.empty_layer = true;
+            }
+        }
+        let mut layers = base.layers;
+        layers.push(layer);
+        Ok(StageResult {
+            key: target.key.clone(),
+            layers,
+            history,
+            base_layers: keep,
+            base_history: target.base_history,
+        })
     }
 
     /// The image: the target's layers and history, the plan's config, `created` from the

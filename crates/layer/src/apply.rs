@@ -42,6 +42,11 @@ pub enum ApplyMode {
     /// A plain tree: whiteouts delete what lower layers put there, an opaque marker removes
     /// the directory's children that this layer did not itself create.
     Flatten,
+    /// Several layers applied in turn onto one overlay-format directory (squashing): like
+    /// Flatten, a whiteout or opaque marker removes what the earlier layers put there; like
+    /// Overlay, it then leaves a whiteout device or the opaque xattr, so the result still
+    /// hides the layers below the squashed ones.
+    Squash,
 }
 
 /// Applies a layer (plain, gzip or zstd, sniffed) onto `root`, which must exist.
@@ -216,7 +221,7 @@ impl Applier {
             .ok_or_else(|| entry_io(shown, io::Error::from(io::ErrorKind::NotFound)))?;
         let at = At::new(parent_fd.as_fd(), name);
         self.create(e, at, parent, tar, shown)?;
-        if self.mode == ApplyMode::Flatten {
+        if self.mode != ApplyMode::Overlay {
             let landed = self.landed_path(parent_fd.as_fd(), name).map_err(io_err)?;
             self.claim(&landed);
         }
@@ -251,7 +256,7 @@ impl Applier {
                 }
             }
             let dir = at.open_dir().map_err(io_err)?;
-            if self.mode == ApplyMode::Overlay && existing.is_some_and(|i| i.is_whiteout()) {
+            if self.mode != ApplyMode::Flatten && existing.is_some_and(|i| i.is_whiteout()) {
                 // The layer deleted this name and then recreated it as a directory: nothing
                 // from below may show through.
                 set_opaque(dir.as_fd()).map_err(io_err)?;
@@ -490,6 +495,32 @@ impl Applier {
                 self.remove_lower(At::new(parent_fd.as_fd(), target), &rel)
                     .map_err(io_err)
             }
+            ApplyMode::Squash => {
+                let parent_fd = self
+                    .parent_dir(parent, true)
+                    .map_err(io_err)?
+                    .ok_or_else(|| entry_io(shown, io::Error::from(io::ErrorKind::NotFound)))?;
+                let at = At::new(parent_fd.as_fd(), target);
+                let rel = self
+                    .landed_path(parent_fd.as_fd(), target)
+                    .map_err(io_err)?;
+                self.remove_lower(at, &rel).map_err(io_err)?;
+                match at.stat_if_exists().map_err(io_err)? {
+                    Some(info) if info.is_dir() => {
+                        let dir = at.open_dir().map_err(io_err)?;
+                        set_opaque(dir.as_fd()).map_err(io_err)
+                    }
+                    Some(_) => Ok(()),
+                    None => rustix::fs::mknodat(
+                        at.dir,
+                        target,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        rustix::fs::makedev(0, 0),
+                    )
+                    .map_err(|err| io_err(err.into())),
+                }
+            }
         }
     }
 
@@ -509,14 +540,20 @@ impl Applier {
                     .ok_or_else(|| entry_io(shown, io::Error::from(io::ErrorKind::NotFound)))?;
                 set_opaque(fd.as_fd()).map_err(io_err)
             }
-            ApplyMode::Flatten => {
-                let Some(fd) = self.parent_dir(dir, false).map_err(io_err)? else {
+            ApplyMode::Flatten | ApplyMode::Squash => {
+                let Some(fd) = self
+                    .parent_dir(dir, self.mode == ApplyMode::Squash)
+                    .map_err(io_err)?
+                else {
                     return Ok(());
                 };
                 for child in fsx::list_dir(fd.as_fd()).map_err(io_err)? {
                     let rel = self.landed_path(fd.as_fd(), &child).map_err(io_err)?;
                     self.remove_lower(At::new(fd.as_fd(), &child), &rel)
                         .map_err(io_err)?;
+                }
+                if self.mode == ApplyMode::Squash && !dir.is_empty() {
+                    set_opaque(fd.as_fd()).map_err(io_err)?;
                 }
                 Ok(())
             }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use common::{Node, TarBuilder, snapshot, xattr};
 use layer::{ApplyMode, Compression, LayerError, LayerStats, apply};
 
-const BOTH: [ApplyMode; 2] = [ApplyMode::Flatten, ApplyMode::Overlay];
+const MODES: [ApplyMode; 3] = [ApplyMode::Flatten, ApplyMode::Overlay, ApplyMode::Squash];
 
 /// A temp dir holding the apply root and sentinels beside it.
 struct Jail {
@@ -85,7 +85,7 @@ fn read(p: &Path) -> Vec<u8> {
 #[test]
 fn absolute_path_is_made_relative() {
     let name = host_marker("abs");
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .file(&format!("/etc/{name}"), b"x")
@@ -98,7 +98,7 @@ fn absolute_path_is_made_relative() {
 
 #[test]
 fn dotdot_is_refused() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         assert_breakout(
             jail.apply(&TarBuilder::new().file("../x", b"evil").finish(), mode),
@@ -110,7 +110,7 @@ fn dotdot_is_refused() {
 #[test]
 fn nested_dotdot_that_escapes_is_refused() {
     for name in ["a/../../x", "a/b/../../../x", "./../x", "/../x"] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new().dir("a/").file(name, b"evil").finish();
             assert_breakout(jail.apply(&tar, mode), name);
@@ -126,7 +126,7 @@ fn nested_dotdot_that_escapes_is_refused() {
 #[test]
 fn symlink_to_slash_then_write_through_it() {
     let name = host_marker("slash");
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("a", "/")
@@ -140,7 +140,7 @@ fn symlink_to_slash_then_write_through_it() {
 
 #[test]
 fn symlink_to_dotdot_then_write_through_it() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("a", "..")
@@ -153,7 +153,7 @@ fn symlink_to_dotdot_then_write_through_it() {
 
 #[test]
 fn symlink_chain_stays_inside() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .dir("c/")
@@ -171,7 +171,7 @@ fn symlink_chain_stays_inside() {
 
 #[test]
 fn absolute_symlink_to_the_host_path_of_a_sentinel() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("a", &jail.host("outside-dir"))
@@ -185,7 +185,7 @@ fn absolute_symlink_to_the_host_path_of_a_sentinel() {
 
 #[test]
 fn symlink_loop_is_an_error_not_a_hang() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("a", "a")
@@ -206,7 +206,7 @@ fn symlink_loop_is_an_error_not_a_hang() {
 #[test]
 fn hardlink_to_host_etc_passwd() {
     let links_before = fs::metadata("/etc/passwd").unwrap().nlink();
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new().hardlink("l", "/etc/passwd").finish();
         assert!(
@@ -231,7 +231,7 @@ fn hardlink_to_host_etc_passwd() {
 #[test]
 fn hardlink_to_dotdot_is_refused() {
     for target in ["../sentinel", "a/../../sentinel"] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new().hardlink("l", target).finish();
             assert_breakout(jail.apply(&tar, mode), target);
@@ -247,7 +247,7 @@ fn hardlink_to_dotdot_is_refused() {
 
 #[test]
 fn hardlink_through_a_symlinked_dir_resolves_inside() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("s", "..")
@@ -273,7 +273,7 @@ fn hardlink_through_a_symlinked_dir_resolves_inside() {
 
 #[test]
 fn hardlink_then_write_through_it() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .file("f", b"inner")
@@ -303,7 +303,7 @@ fn hardlink_then_write_through_it() {
 
 #[test]
 fn file_entry_replaces_a_symlink_of_the_same_name() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let abs = jail.host("sentinel");
         for target in ["../sentinel", abs.as_str()] {
@@ -328,7 +328,7 @@ fn file_entry_replaces_a_symlink_of_the_same_name() {
 
 #[test]
 fn dir_entry_replaces_a_symlink_of_the_same_name() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("d", "../outside-dir")
@@ -367,7 +367,7 @@ fn symlink_left_by_a_lower_layer_is_followed_only_inside() {
 #[test]
 fn whiteout_of_dot_or_dotdot_is_refused() {
     for name in [".wh..", ".wh...", "a/.wh..", "a/.wh...", ".wh."] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new().dir("a/").file(name, b"").finish();
             assert_breakout(jail.apply(&tar, mode), name);
@@ -378,7 +378,7 @@ fn whiteout_of_dot_or_dotdot_is_refused() {
 #[test]
 fn whiteout_in_a_parent_that_escapes_is_refused() {
     for name in ["../.wh.x", "a/../../.wh.x", "../.wh..wh..opq"] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new().file(name, b"").finish();
             assert_breakout(jail.apply(&tar, mode), name);
@@ -388,7 +388,7 @@ fn whiteout_in_a_parent_that_escapes_is_refused() {
 
 #[test]
 fn whiteout_through_a_symlinked_dir_stays_inside() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .file("x", b"inner x")
@@ -427,7 +427,7 @@ fn whiteout_through_a_symlinked_dir_stays_inside() {
 #[test]
 fn whiteout_named_like_a_path_is_not_a_whiteout() {
     // `.wh.a/b` is a file `b` in a directory literally named `.wh.a`.
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         jail.apply(&TarBuilder::new().file("a", b"a").finish(), mode)
             .unwrap();
@@ -440,7 +440,7 @@ fn whiteout_named_like_a_path_is_not_a_whiteout() {
 
 #[test]
 fn opaque_marker_under_a_symlinked_dir_stays_inside() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         jail.apply(&TarBuilder::new().file("lower", b"l").finish(), mode)
             .unwrap();
@@ -453,7 +453,7 @@ fn opaque_marker_under_a_symlinked_dir_stays_inside() {
         jail.apply(&tar, mode).unwrap();
         match mode {
             // The root was made opaque: the lower file is gone, the layer's links stay.
-            ApplyMode::Flatten => {
+            ApplyMode::Flatten | ApplyMode::Squash => {
                 let names: Vec<String> = snapshot(&jail.root).into_keys().collect();
                 assert_eq!(names, ["a", "b"]);
             }
@@ -474,7 +474,7 @@ fn overlay_xattrs_in_pax_headers_are_refused() {
         "trusted.overlay.redirect",
         "user.overlay.opaque",
     ] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new().xattr(key, b"y").dir("d/").finish();
             assert_breakout(jail.apply(&tar, mode), key);
@@ -502,7 +502,7 @@ fn overlay_xattrs_in_pax_headers_are_refused() {
 #[test]
 fn device_node_named_through_a_symlink_is_created_inside() {
     let name = host_marker("dev");
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new()
             .symlink("a", "..")
@@ -524,7 +524,7 @@ fn device_node_named_through_a_symlink_is_created_inside() {
 
 #[test]
 fn very_long_names_are_errors_not_panics() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         // A component longer than NAME_MAX.
         let tar = TarBuilder::new().file(&"n".repeat(300), b"x").finish();
@@ -550,7 +550,7 @@ fn very_long_names_are_errors_not_panics() {
 #[test]
 fn entries_naming_the_root_itself() {
     for name in [&b"./"[..], b"/", b".", b"a/.."] {
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             let tar = TarBuilder::new()
                 .raw(tar::EntryType::Regular, name, b"", b"evil", 0o644)
@@ -570,7 +570,7 @@ fn entries_naming_the_root_itself() {
 
 #[test]
 fn hardlink_to_a_directory_is_refused() {
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         let tar = TarBuilder::new().dir("d/").hardlink("l", "d").finish();
         assert!(jail.apply(&tar, mode).is_err());
@@ -586,7 +586,7 @@ fn compression_does_not_hide_an_attack() {
         let mut enc = c.encoder(Vec::new()).unwrap();
         enc.write_all(&tar).unwrap();
         let blob = enc.finish().unwrap();
-        for mode in BOTH {
+        for mode in MODES {
             let jail = Jail::new();
             assert_breakout(jail.apply(&blob, mode), c.as_str());
         }
@@ -614,7 +614,7 @@ fn gnu_long_names_are_checked_like_any_other() {
     h.set_cksum();
     b.append(&h, &b"evil"[..]).unwrap();
     let tar = b.into_inner().unwrap();
-    for mode in BOTH {
+    for mode in MODES {
         let jail = Jail::new();
         assert_breakout(jail.apply(&tar, mode), "GNU long name");
     }

@@ -749,3 +749,51 @@ fn mutated_layers_never_panic() {
         }
     }
 }
+
+/// Squashing: layers applied in turn onto one overlay-format directory keep only what the
+/// last of them shows, and still hide what lies below the squashed layers.
+#[test]
+fn squash_mode_accumulates_layers_like_an_overlay_stack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("squash");
+    std::fs::create_dir(&root).unwrap();
+    let l1 = TarBuilder::new()
+        .dir("a/")
+        .file("a/f1", b"1")
+        .dir("d/")
+        .file("d/x", b"x")
+        .file("gone", b"g")
+        .finish();
+    let l2 = TarBuilder::new()
+        .file(".wh.a", b"")
+        .dir("d/")
+        .file("d/.wh..wh..opq", b"")
+        .file("d/y", b"y")
+        .file(".wh.gone", b"")
+        .file(".wh.from-base", b"")
+        .finish();
+    let l3 = TarBuilder::new().dir("a/").file("a/g", b"g").finish();
+    for layer in [&l1, &l2, &l3] {
+        layer::apply(&layer[..], &root, layer::ApplyMode::Squash).unwrap();
+    }
+    let is_whiteout = |p: &str| {
+        let m = std::fs::symlink_metadata(root.join(p)).unwrap();
+        std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type())
+            && std::os::unix::fs::MetadataExt::rdev(&m) == 0
+    };
+    assert!(!root.join("a/f1").exists(), "deleted inside the build");
+    assert_eq!(std::fs::read(root.join("a/g")).unwrap(), b"g");
+    assert_eq!(
+        common::xattr(&root.join("a"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(!root.join("d/x").exists() && root.join("d/y").exists());
+    assert_eq!(
+        common::xattr(&root.join("d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(
+        is_whiteout("gone") && is_whiteout("from-base"),
+        "whiteouts stay to hide the base"
+    );
+}

@@ -323,12 +323,34 @@ pub fn run_attached(
 ) -> Result<i32> {
     let result = sandbox::run_attached(&created.spec, stdin, stdout, stderr);
     if created.record.host_config.auto_remove {
-        store.remove_container(&created.record.id)?;
+        remove_soon(store, &created)?;
         for v in &created.anonymous_volumes {
             let _ = std::fs::remove_dir_all(v);
         }
     }
     Ok(result?)
+}
+
+/// `--rm` in the foreground: the container leaves the store at once (its directory is renamed
+/// out of `containers-v1/`'s namespace of ids), and the files are deleted by a background
+/// `rm -rf`, so the caller does not wait for the filesystem to free them.
+fn remove_soon(store: &Store, created: &Created) -> Result<()> {
+    let dir = &created.paths.dir;
+    let trash = dir.with_file_name(format!(".removing-{}", created.record.id));
+    if std::fs::rename(dir, &trash).is_err() {
+        return Ok(store.remove_container(&created.record.id)?);
+    }
+    let spawned = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&trash)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if spawned.is_err() {
+        std::fs::remove_dir_all(&trash).ctx(|| format!("removing {}", trash.display()))?;
+    }
+    Ok(())
 }
 
 /// Starts the container in the background; its output goes to its log.

@@ -32,7 +32,11 @@ impl Build {
     /// Builds with plain progress; returns (stdout, stderr).
     fn build(&self, extra: &[&str]) -> (String, String) {
         let out = self.build_output(extra);
-        assert!(out.status.success(), "build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -101,35 +105,55 @@ RUN echo \"build $MODE\" > /app/built
 #[test]
 fn no_op_rebuild_is_all_cached_and_mtime_changes_do_not_count() {
     let b = Build::new(APP);
-    b.file("deps.txt", "a\n").file("src/main.rs", "fn main() {}\n");
+    b.file("deps.txt", "a\n")
+        .file("src/main.rs", "fn main() {}\n");
     b.build(&["-t", "app:1"]);
     let first = b.id("app:1");
     let (_, err) = b.build(&["-t", "app:2"]);
     assert_eq!(cached_steps(&err).len(), 4, "{err}");
-    assert_eq!(b.id("app:2"), first, "a fully cached rebuild gives the same image");
+    assert_eq!(
+        b.id("app:2"),
+        first,
+        "a fully cached rebuild gives the same image"
+    );
 
-    let f = std::fs::File::options().write(true).open(b.ctx.join("src/main.rs")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(b.ctx.join("src/main.rs"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
     let (_, err) = b.build(&["-t", "app:3"]);
-    assert_eq!(cached_steps(&err).len(), 4, "touching a file is not a change: {err}");
+    assert_eq!(
+        cached_steps(&err).len(),
+        4,
+        "touching a file is not a change: {err}"
+    );
 }
 
 #[test]
 fn a_changed_file_rebuilds_from_its_step_and_says_why() {
     let b = Build::new(APP);
-    b.file("deps.txt", "a\n").file("src/main.rs", "fn main() {}\n");
+    b.file("deps.txt", "a\n")
+        .file("src/main.rs", "fn main() {}\n");
     b.build(&[]);
     b.file("src/main.rs", "fn main() { changed() }\n");
     let (_, err) = b.build(&[]);
     let cached = cached_steps(&err);
     assert_eq!(cached.len(), 2, "{err}");
     assert!(cached[0].contains("COPY deps.txt") && cached[1].contains("RUN echo installing"));
-    assert_eq!(misses(&err), ["file src/main.rs changed", "the step before it changed"]);
+    assert_eq!(
+        misses(&err),
+        ["file src/main.rs changed", "the step before it changed"]
+    );
 
     b.file("deps.txt", "b\n");
     let (_, err) = b.build(&["--explain-cache"]);
     assert!(cached_steps(&err).is_empty());
-    assert!(err.contains("[2/5] COPY deps.txt /app/\n    cache miss: file deps.txt changed"), "{err}");
+    assert!(
+        err.contains("[2/5] COPY deps.txt /app/\n    cache miss: file deps.txt changed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,11 +166,21 @@ fn build_args_invalidate_only_what_sees_them() {
     let cached = cached_steps(&err);
     assert_eq!(cached.len(), 1, "{err}");
     assert!(cached[0].contains("COPY deps.txt"));
-    assert!(misses(&err)[0].contains("env MODE changed (dev → prod)"), "{err}");
+    assert!(
+        misses(&err)[0].contains("env MODE changed (dev → prod)"),
+        "{err}"
+    );
 
     let (_, err) = b.build(&["--build-arg", "MODE=prod", "--build-arg", "NOBODY=1"]);
-    assert_eq!(cached_steps(&err).len(), 4, "an undeclared arg invalidates nothing: {err}");
-    assert!(err.contains("[Warning] One or more build-args [NOBODY] were not consumed"), "{err}");
+    assert_eq!(
+        cached_steps(&err).len(),
+        4,
+        "an undeclared arg invalidates nothing: {err}"
+    );
+    assert!(
+        err.contains("[Warning] One or more build-args [NOBODY] were not consumed"),
+        "{err}"
+    );
 
     let (_, err) = b.build(&["--no-cache"]);
     assert!(cached_steps(&err).is_empty());
@@ -159,7 +193,10 @@ fn unchanged_context_is_not_read_again() {
         b.file(&format!("files/f{i}"), &format!("content {i}"));
     }
     let read_count = |err: &str| -> usize {
-        let line = err.lines().find(|l| l.contains("files read to hash them")).unwrap_or_else(|| panic!("{err}"));
+        let line = err
+            .lines()
+            .find(|l| l.contains("files read to hash them"))
+            .unwrap_or_else(|| panic!("{err}"));
         let before = line.split(" files read").next().unwrap();
         before.rsplit(' ').next().unwrap().parse().unwrap()
     };
@@ -196,7 +233,10 @@ COPY --from=right /right /
     let err = b.fails(&["--target", "broken", "--no-cache"]);
     assert!(err.contains("exit code: 1"), "{err}");
     let err = b.fails(&["--target", "nope"]);
-    assert!(err.contains("target stage \"nope\" could not be found"), "{err}");
+    assert!(
+        err.contains("target stage \"nope\" could not be found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -248,7 +288,11 @@ RUN --mount=type=bind,source=data,target=/data sh -c 'cat /data/in > /copied && 
     b.build(&["--secret", &secret_arg, "-t", "m"]);
     assert_eq!(b.read("m", "/count"), "1\n");
     b.build(&["--secret", &secret_arg, "--no-cache", "-t", "m2"]);
-    assert_eq!(b.read("m2", "/count"), "2\n", "the cache mount outlives the build");
+    assert_eq!(
+        b.read("m2", "/count"),
+        "2\n",
+        "the cache mount outlives the build"
+    );
     assert_eq!(b.read("m", "/copied"), "bound\n");
     let names = {
         let tar = b.env.path("m.tar");
@@ -261,7 +305,10 @@ RUN --mount=type=bind,source=data,target=/data sh -c 'cat /data/in > /copied && 
     let history = b.env.ok(&["history", "--no-trunc", "m"]);
     assert!(!history.contains("s3cret"));
     let err = b.fails(&["--no-cache"]);
-    assert!(err.contains("exit code"), "a missing secret is not there: {err}");
+    assert!(
+        err.contains("exit code"),
+        "a missing secret is not there: {err}"
+    );
 }
 
 #[test]
@@ -288,7 +335,15 @@ fn dockerfile_and_context_from_stdin_and_outputs() {
     std::fs::write(ctx.join("f"), "from context\n").unwrap();
     let out = env
         .cmd()
-        .args(["build", "-q", "-f", "-", "-t", "stdin-df", ctx.to_str().unwrap()])
+        .args([
+            "build",
+            "-q",
+            "-f",
+            "-",
+            "-t",
+            "stdin-df",
+            ctx.to_str().unwrap(),
+        ])
         .write_stdin("FROM base\nCOPY f /f\n")
         .output()
         .unwrap();
@@ -298,16 +353,35 @@ fn dockerfile_and_context_from_stdin_and_outputs() {
 
     // Context - : a tar on stdin (with its own Dockerfile).
     std::fs::write(ctx.join("Dockerfile"), "FROM base\nCOPY f /g\n").unwrap();
-    let tar = std::process::Command::new("tar").args(["-C", ctx.to_str().unwrap(), "-c", "."]).output().unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-C", ctx.to_str().unwrap(), "-c", "."])
+        .output()
+        .unwrap();
     let iid = env.path("iid");
     let out = env
         .cmd()
-        .args(["build", "--progress", "quiet", "--iidfile", iid.to_str().unwrap(), "-t", "stdin-ctx", "-"])
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "-t",
+            "stdin-ctx",
+            "-",
+        ])
         .write_stdin(tar.stdout)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(&iid).unwrap(), env.inspect("stdin-ctx")["Id"].as_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        env.inspect("stdin-ctx")["Id"].as_str().unwrap()
+    );
 
     // --output in every form.
     let out_dir = env.path("out");
@@ -318,7 +392,13 @@ fn dockerfile_and_context_from_stdin_and_outputs() {
         format!("type=oci,dest={}", out_dir.join("oci.tar").display()),
     ];
     std::fs::create_dir_all(&out_dir).unwrap();
-    let mut args = vec!["build".to_string(), "--progress".into(), "quiet".into(), "-t".into(), "outs".into()];
+    let mut args = vec![
+        "build".to_string(),
+        "--progress".into(),
+        "quiet".into(),
+        "-t".into(),
+        "outs".into(),
+    ];
     for s in &specs {
         args.push("-o".into());
         args.push(s.clone());
@@ -326,11 +406,20 @@ fn dockerfile_and_context_from_stdin_and_outputs() {
     args.push(ctx.to_str().unwrap().into());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     env.ok(&argv);
-    assert_eq!(std::fs::read_to_string(out_dir.join("local/g")).unwrap(), "from context\n");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("local/g")).unwrap(),
+        "from context\n"
+    );
     assert!(tar_names(&out_dir.join("fs.tar")).contains("g"));
     let other = Env::new();
-    assert_eq!(other.ok(&["load", "-i", out_dir.join("docker.tar").to_str().unwrap()]), "Loaded image: outs:latest\n");
-    assert_eq!(other.ok(&["load", "-i", out_dir.join("oci.tar").to_str().unwrap()]), "Loaded image: outs:latest\n");
+    assert_eq!(
+        other.ok(&["load", "-i", out_dir.join("docker.tar").to_str().unwrap()]),
+        "Loaded image: outs:latest\n"
+    );
+    assert_eq!(
+        other.ok(&["load", "-i", out_dir.join("oci.tar").to_str().unwrap()]),
+        "Loaded image: outs:latest\n"
+    );
 }
 
 #[test]
@@ -344,12 +433,26 @@ fn builds_are_reproducible_with_source_date_epoch() {
                 .env
                 .cmd()
                 .env("SOURCE_DATE_EPOCH", "1700000000")
-                .args(["build", "--progress", "quiet", "-t", "r", b.ctx.to_str().unwrap()])
+                .args([
+                    "build",
+                    "--progress",
+                    "quiet",
+                    "-t",
+                    "r",
+                    b.ctx.to_str().unwrap(),
+                ])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let info = b.env.inspect("r");
-            (info["Id"].as_str().unwrap().to_string(), info["Descriptor"]["digest"].as_str().unwrap().to_string())
+            (
+                info["Id"].as_str().unwrap().to_string(),
+                info["Descriptor"]["digest"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     assert_eq!(ids[0], ids[1], "same inputs, same digests");
@@ -357,15 +460,26 @@ fn builds_are_reproducible_with_source_date_epoch() {
 
 #[test]
 fn onbuild_triggers_run_in_child_builds() {
-    let b = Build::new("FROM base\nONBUILD RUN echo triggered > /trigger\nONBUILD COPY marker /marker\n");
+    let b = Build::new(
+        "FROM base\nONBUILD RUN echo triggered > /trigger\nONBUILD COPY marker /marker\n",
+    );
     b.build(&["-t", "parent"]);
     std::fs::write(b.ctx.join("Dockerfile"), "FROM parent\nRUN cat /trigger\n").unwrap();
     b.file("marker", "m\n");
     b.build(&["-t", "child"]);
     assert_eq!(b.read("child", "/trigger"), "triggered\n");
     assert_eq!(b.read("child", "/marker"), "m\n");
-    assert!(b.env.inspect("child")["Config"]["OnBuild"].is_null(), "triggers are not inherited further");
-    assert_eq!(b.env.inspect("parent")["Config"]["OnBuild"].as_array().unwrap().len(), 2);
+    assert!(
+        b.env.inspect("child")["Config"]["OnBuild"].is_null(),
+        "triggers are not inherited further"
+    );
+    assert_eq!(
+        b.env.inspect("parent")["Config"]["OnBuild"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -380,5 +494,90 @@ fn failures_name_the_step_line_and_output() {
     let b = Build::new("FROM not-in-the-store\n");
     assert!(b.fails(&[]).contains("not-in-the-store"));
     let b = Build::new("FROM base\nRUN true\n");
-    assert!(b.fails(&["--platform", "linux/s390x"]).contains("not supported"));
+    assert!(
+        b.fails(&["--platform", "linux/s390x"])
+            .contains("not supported")
+    );
+}
+
+fn layer_count(env: &Env, image: &str) -> usize {
+    env.inspect(image)["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn squash_collapses_the_build_layers_and_keeps_the_tree() {
+    let b = Build::new(
+        "FROM base
+RUN dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null && echo a > /a
+RUN rm /big && echo b > /b
+RUN rm /bin/vi && mkdir -p /d && echo d > /d/f
+",
+    );
+    b.build(&["-t", "plain"]);
+    b.build(&["--squash", "-t", "sq"]);
+    b.build(&["--squash-all", "-t", "all"]);
+    let listing = |image: &str| {
+        let tar = b.env.path(&format!("{image}.tar"));
+        b.env.ok(&["export", image, "-o", tar.to_str().unwrap()]);
+        testkit::tar_listing(&tar)
+    };
+    let plain = listing("plain");
+    assert_eq!(listing("sq"), plain, "--squash keeps the file tree");
+    assert_eq!(listing("all"), plain, "--squash-all keeps the file tree");
+    assert!(
+        !plain.iter().any(|l| l.starts_with("bin/vi ")),
+        "the base's file stays deleted"
+    );
+    assert_eq!(
+        (
+            layer_count(&b.env, "plain"),
+            layer_count(&b.env, "sq"),
+            layer_count(&b.env, "all")
+        ),
+        (4, 2, 1)
+    );
+    let size = |image: &str| b.env.inspect(image)["Size"].as_u64().unwrap();
+    assert!(
+        size("sq") + 400_000 < size("plain"),
+        "a file deleted inside the build is gone from the squashed layer"
+    );
+    let history = |image: &str| b.env.inspect(image)["History"].as_array().unwrap().len();
+    assert_eq!(
+        history("sq"),
+        history("plain"),
+        "history keeps the instructions"
+    );
+    // The squashed base stays shared: its first layer is the base's.
+    assert_eq!(
+        b.env.inspect("sq")["RootFS"]["Layers"][0],
+        b.env.inspect("base")["RootFS"]["Layers"][0]
+    );
+}
+
+#[test]
+fn the_layer_limit_stops_builds_before_they_run_and_can_be_raised() {
+    let mut df = String::from("FROM base\n");
+    for i in 0..129 {
+        df.push_str(&format!("RUN touch /f{i}\n"));
+    }
+    df.push_str("RUN ls / | grep -c '^f[0-9]' > /count\n");
+    let b = Build::new(&df);
+    let err = b.fails(&[]);
+    assert!(
+        err.contains("131 layers") && err.contains("limit of 127") && err.contains("--squash"),
+        "{err}"
+    );
+    assert!(!err.contains("RUN touch /f0"), "nothing ran: {err}");
+    b.build(&["--max-layers", "200", "-t", "deep"]);
+    assert_eq!(layer_count(&b.env, "deep"), 131);
+    assert_eq!(
+        b.read("deep", "/count"),
+        "129\n",
+        "the last RUN saw all 130 layers below it"
+    );
+    b.build(&["--squash", "-t", "deep-squashed"]);
+    assert_eq!(layer_count(&b.env, "deep-squashed"), 2);
 }

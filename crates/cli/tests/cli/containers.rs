@@ -656,38 +656,29 @@ fn cgroup_limits_apply() {
     ]);
     assert_eq!(out, "137\n", "the writer is OOM-killed under --memory 16m");
     // --cpus sets the CFS quota (read from the host while the container runs).
-    env.ok(&[
+    let id = env.ok(&[
         "run", "-d", "--name", "cpu", "--cpus", "0.5", "bb:1", "sleep", "100",
     ]);
-    let quota = cgroup_file("cpu", "cpu.cfs_quota_us", "cpu.max");
+    let quota = cgroup_file(id.trim(), "cpu", "cpu.cfs_quota_us", "cpu.max");
     assert!(quota.starts_with("50000"), "{quota}");
     env.ok(&["rm", "-f", "cpu"]);
     let (code, _, err) = run(&env, &["run", "--rm", "--cpus", "1000", "bb:1", "true"]);
     assert_eq!(code, 125, "{err}");
 }
 
-/// A limit file of the only container cgroup strata has: v1 `<controller>/strata/*/<v1>`
-/// or v2 `strata/*/<v2>`.
-fn cgroup_file(controller: &str, v1: &str, v2: &str) -> String {
-    let v2_root = Path::new("/sys/fs/cgroup/strata");
-    let (dir, file) = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        (v2_root.to_path_buf(), v2)
+/// A limit file of a container's cgroup: v1 `<controller>/strata/<id>/<v1>` or v2
+/// `strata/<id>/<v2>`.
+fn cgroup_file(id: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup/strata").join(id).join(v2)
     } else {
-        (
-            Path::new("/sys/fs/cgroup").join(controller).join("strata"),
-            v1,
-        )
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("strata")
+            .join(id)
+            .join(v1)
     };
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        if e.path().is_dir()
-            && let Ok(s) = std::fs::read_to_string(e.path().join(file))
-        {
-            found.push(s);
-        }
-    }
-    assert_eq!(found.len(), 1, "{found:?}");
-    found.remove(0)
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
