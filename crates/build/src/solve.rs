@@ -1337,30 +1337,39 @@ impl Solver<'_> {
                     readonly: true,
                 });
             }
-            MountType::Bind => match &m.from {
-                None | Some(Source::Context) => {
-                    let ctx = self.context(step)?;
-                    let sub = m.source.clone().unwrap_or_default();
-                    let source = ctx.root().join(sub.trim_start_matches('/'));
-                    if !m.read_only {
-                        return Err(step_error(
-                            step,
-                            "a read-write bind mount of the context is not supported yet (its writes would reach your files)",
-                        ));
+            MountType::Bind => {
+                // Every bind goes through an overlay of its source: `source=` then resolves
+                // inside it (no symlink reaches the host), and a writable (`rw`) bind writes
+                // into a throwaway upper directory instead of the context or a snapshot.
+                let lowers = match &m.from {
+                    None | Some(Source::Context) => vec![self.context(step)?.root().to_path_buf()],
+                    Some(Source::Stage(p)) => self.results.wait(*p)?.lowers(),
+                    Some(Source::Image(r)) => {
+                        let snaps = self.req.store.ensure_snapshots(&self.images[r])?;
+                        snaps.iter().rev().map(|s| s.path.clone()).collect()
                     }
-                    mounts.push(sandbox::Mount::Bind {
-                        source,
-                        target: m.target.clone(),
-                        readonly: true,
-                    });
-                }
-                Some(_) => {
-                    return Err(step_error(
-                        step,
-                        "RUN --mount=type=bind,from=<stage or image> is not supported yet; COPY --from the files instead",
-                    ));
-                }
-            },
+                };
+                let upper = if m.read_only {
+                    None
+                } else {
+                    let n = mounts.len();
+                    let (u, w) = (
+                        scratch.path().join(format!("rw-{n}")),
+                        scratch.path().join(format!("rw-work-{n}")),
+                    );
+                    for d in [&u, &w] {
+                        std::fs::create_dir_all(d).map_err(|e| step_error(step, e.to_string()))?;
+                    }
+                    Some((u, w))
+                };
+                mounts.push(sandbox::Mount::Layers {
+                    lowers,
+                    upper,
+                    source: m.source.clone().unwrap_or_default(),
+                    target: m.target.clone(),
+                    readonly: m.read_only,
+                });
+            }
             MountType::Ssh => {
                 return Err(step_error(
                     step,

@@ -117,17 +117,35 @@ fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
             Attach::bind(source, target, false).step(|| format!("opening {}", source.display()))?,
         );
     }
-    for m in &spec.mounts {
-        if let crate::Mount::Bind {
-            source,
-            target,
-            readonly,
-        } = m
-        {
-            attach.push(
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match m {
+            crate::Mount::Bind {
+                source,
+                target,
+                readonly,
+            } => attach.push(
                 Attach::bind(source, target, *readonly)
                     .step(|| format!("opening bind source {}", source.display()))?,
-            );
+            ),
+            crate::Mount::Layers {
+                lowers,
+                upper,
+                source,
+                target,
+                readonly,
+            } => attach.push(
+                Attach::layers(
+                    lowers,
+                    upper.as_ref(),
+                    source,
+                    target,
+                    *readonly,
+                    &spec.scratch,
+                    i,
+                )
+                .step(|| format!("mounting the source of {target}"))?,
+            ),
+            crate::Mount::Tmpfs { .. } => {}
         }
     }
     mounts::pivot_into(&spec.rootfs.mountpoint).step(|| "pivot_root".into())?;

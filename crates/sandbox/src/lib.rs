@@ -91,6 +91,17 @@ pub enum Mount {
         size_bytes: Option<u64>,
         mode: Option<u32>,
     },
+    /// A stack of directories (top first) merged with overlayfs — another stage's or image's
+    /// snapshots, or the build context under a throwaway upper directory — with `source`
+    /// (a path inside it, resolved inside it) mounted at `target`. With `upper` (an upper and
+    /// a work directory) it is writable and the writes land there, to be discarded.
+    Layers {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+        source: String,
+        target: String,
+        readonly: bool,
+    },
 }
 
 /// Everything the helper needs to start one process.

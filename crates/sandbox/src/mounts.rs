@@ -238,6 +238,64 @@ impl Attach {
         })
     }
 
+    /// Mounts a stack of directories (see [`crate::Mount::Layers`]) in the helper's own
+    /// namespace, then takes `source` inside it — resolved inside the stack, so a symlink in
+    /// an image cannot point it at the host — as a detached tree to attach later.
+    pub fn layers(
+        lowers: &[PathBuf],
+        upper: Option<&(PathBuf, PathBuf)>,
+        source: &str,
+        target: &str,
+        readonly: bool,
+        scratch: &Path,
+        index: usize,
+    ) -> io::Result<Attach> {
+        let mountpoint = scratch.join(format!("layers-{index}"));
+        fs::create_dir_all(&mountpoint)?;
+        let rootfs = RootFs {
+            lowers: lowers.to_vec(),
+            upper: upper.map(|(u, _)| u.clone()),
+            work: upper.map(|(_, w)| w.clone()),
+            mountpoint: mountpoint.clone(),
+        };
+        mount_rootfs(&rootfs, scratch)?;
+        let root = rustix::fs::open(
+            &mountpoint,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(io_err)?;
+        let rel = source.trim_start_matches('/');
+        let node = rustix::fs::openat2(
+            &root,
+            if rel.is_empty() { "." } else { rel },
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::IN_ROOT,
+        )
+        .map_err(io_err)?;
+        let is_dir = rustix::fs::fstat(&node)
+            .map(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+            })
+            .map_err(io_err)?;
+        let tree = rustix::mount::open_tree(
+            &node,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE
+                | OpenTreeFlags::AT_EMPTY_PATH,
+        )
+        .map_err(io_err)?;
+        Ok(Attach {
+            tree,
+            target: target.to_string(),
+            readonly,
+            is_dir,
+        })
+    }
+
     pub fn attach(self, stubs: &mut Stubs) -> io::Result<()> {
         let target = Path::new(&self.target);
         if self.is_dir {

@@ -581,3 +581,34 @@ fn the_layer_limit_stops_builds_before_they_run_and_can_be_raised() {
     b.build(&["--squash", "-t", "deep-squashed"]);
     assert_eq!(layer_count(&b.env, "deep-squashed"), 2);
 }
+
+#[test]
+fn bind_mounts_from_stages_and_writable_context_binds() {
+    let b = Build::new(
+        "FROM base AS tools
+RUN mkdir -p /out && echo tool > /out/t
+
+FROM base
+RUN --mount=type=bind,from=tools,source=/out,target=/in cat /in/t > /from-stage
+RUN --mount=type=bind,target=/ctx,rw sh -c 'echo scribble > /ctx/data.txt && cat /ctx/data.txt > /saw'
+",
+    );
+    b.file("data.txt", "original\n");
+    b.build(&["-t", "mnt"]);
+    assert_eq!(b.read("mnt", "/from-stage"), "tool\n");
+    assert_eq!(b.read("mnt", "/saw"), "scribble\n");
+    assert_eq!(
+        std::fs::read_to_string(b.ctx.join("data.txt")).unwrap(),
+        "original\n",
+        "rw writes are discarded"
+    );
+
+    // A symlink in the context cannot point a bind source at the host.
+    std::os::unix::fs::symlink("/etc", b.ctx.join("escape")).unwrap();
+    std::fs::write(
+        b.ctx.join("Dockerfile"),
+        "FROM base\nRUN --mount=type=bind,source=escape,target=/m cat /m/hostname > /leak\n",
+    )
+    .unwrap();
+    b.fails(&[]);
+}
