@@ -612,3 +612,84 @@ RUN --mount=type=bind,target=/ctx,rw sh -c 'echo scribble > /ctx/data.txt && cat
     .unwrap();
     b.fails(&[]);
 }
+
+#[test]
+fn identical_steps_in_concurrent_builds_run_once() {
+    let b = Build::new(
+        "FROM base
+RUN --mount=type=cache,id=count,target=/c sh -c 'echo run >> /c/runs; sleep 1' && echo done > /done
+",
+    );
+    let spawn = || {
+        b.env
+            .cmd()
+            .args(["build", "--progress", "plain", b.ctx.to_str().unwrap()])
+            .output()
+    };
+    let (a, c) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let c = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), c.join().unwrap().unwrap())
+    });
+    assert!(a.status.success() && c.status.success());
+    let cached = [&a, &c]
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("#2 CACHED"))
+        .count();
+    assert_eq!(
+        cached, 1,
+        "one build ran the step, the other waited and reused it"
+    );
+    std::fs::write(
+        b.ctx.join("Dockerfile"),
+        "FROM base\nRUN --mount=type=cache,id=count,target=/c cp /c/runs /runs\n",
+    )
+    .unwrap();
+    b.build(&["-t", "count"]);
+    assert_eq!(b.read("count", "/runs"), "run\n");
+}
+
+#[test]
+fn json_and_tty_progress() {
+    let b = Build::new("FROM base\nRUN echo out-of-run\n");
+    let out = b
+        .env
+        .cmd()
+        .args(["build", "--progress", "json", b.ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "log" && e["data"] == "out-of-run\n")
+    );
+    assert!(events.iter().any(|e| e["event"] == "done"));
+
+    // Under a terminal (script(1) gives one), auto is the live view.
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    let cmd = format!(
+        "STRATA_ROOT={} {} build --no-cache {}",
+        b.env.root().display(),
+        strata.display(),
+        b.ctx.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[+] Building") && text.contains("RUN echo out-of-run"),
+        "{text}"
+    );
+}
