@@ -223,7 +223,8 @@ impl Unpacks {
                 "/proc/self/fd/{}",
                 std::os::fd::AsRawFd::as_raw_fd(&dir)
             ));
-            layer::apply(io::BufReader::new(file), &root, layer::ApplyMode::Flatten)
+            let stream = archive_stream(file).map_err(io_ctx(format!("reading /{path}")))?;
+            layer::apply(stream, &root, layer::ApplyMode::Flatten)
                 .map_err(|e| CopyError::Invalid(format!("unpacking /{path}: {e}")))?;
         }
         Ok(())
@@ -712,7 +713,7 @@ impl Copier<'_, '_> {
     /// by content, never by name.
     fn is_archive(&self, src: &str) -> Result<bool, CopyError> {
         let file = self.open_source(src)?;
-        let Ok(mut reader) = layer::decompress(io::BufReader::new(file)) else {
+        let Ok(mut reader) = archive_stream(file) else {
             return Ok(false);
         };
         let mut header = [0u8; 512];
@@ -763,6 +764,29 @@ pub fn make_dirs(dir: &Path, owner: (u32, u32)) -> Result<Vec<PathBuf>, CopyErro
         }
     }
     Ok(created)
+}
+
+/// The uncompressed stream of an archive ADD may unpack: gzip, zstd, bzip2, xz or plain,
+/// told apart by their magic bytes (BuildKit detects by content, never by file name).
+fn archive_stream(file: File) -> io::Result<Box<dyn io::Read + Send>> {
+    use io::BufRead;
+    const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+    let mut reader = io::BufReader::with_capacity(1 << 16, file);
+    let head = reader.fill_buf()?.to_vec();
+    if head.starts_with(b"BZh") {
+        return Ok(Box::new(bzip2::read::MultiBzDecoder::new(reader)));
+    }
+    if head.starts_with(XZ_MAGIC) {
+        // lzma-rs decodes into a writer; a pipe and a thread turn that into a reader.
+        let (read_end, mut write_end) = io::pipe()?;
+        std::thread::spawn(move || {
+            let _ = lzma_rs::xz_decompress(&mut reader, &mut write_end);
+        });
+        return Ok(Box::new(read_end));
+    }
+    layer::decompress(reader)
+        .map(|d| Box::new(d) as Box<dyn io::Read + Send>)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// With `--parents`, the part of the source path that is kept under the destination: all of

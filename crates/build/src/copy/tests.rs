@@ -238,6 +238,36 @@ fn parents_excludes_and_archives() {
         fs::read_to_string(d.dest.join("unpacked/b/c.txt")).unwrap(),
         "c"
     );
+    for (name, flag) in [
+        ("t.tar.bz2", "-cjf"),
+        ("t.tar.xz", "-cJf"),
+        ("t.tar.zst", "--zstd"),
+    ] {
+        let path = d.src.join(name);
+        let mut args = vec![flag];
+        if flag == "--zstd" {
+            args.push("-cf");
+        }
+        let a_dir = d.src.join("a");
+        args.extend([path.to_str().unwrap(), "-C", a_dir.to_str().unwrap(), "b"]);
+        assert!(
+            std::process::Command::new("tar")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let s = srcs(&[name]);
+        let dest = format!("/unpacked-{name}/");
+        let mut add = spec(&s, &dest);
+        add.unpack = true;
+        run(&d, &add, false).unwrap();
+        assert_eq!(
+            fs::read_to_string(d.dest.join(format!("unpacked-{name}/b/c.txt"))).unwrap(),
+            "c",
+            "{name}"
+        );
+    }
     let mut plain = spec(&s, "/notunpacked/");
     plain.unpack = false;
     run(&d, &plain, false).unwrap();
