@@ -23,15 +23,20 @@ mod error;
 mod expand;
 mod instructions;
 mod json;
+mod layout;
+pub mod lint;
 mod parser;
+mod render;
 mod text;
 
 pub use dockerignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path};
-pub use error::{ErrorKind, ParseError, Span, Warning};
+pub use error::{ErrorKind, Focus, ParseError, Span, Warning};
 pub use expand::{CaseInsensitiveEnv, EmptyEnv, Env, ExpandError, Expander, Expansion};
 pub use instructions::*;
+pub use layout::{Layout, Subject, locate};
 pub use parser::{
     Ast, Command, Directive, Heredoc, Record, chomp_heredoc_content, debug_parse, dump,
     dump_record, heredocs_from_line, parse, parse_heredoc,
 };
+pub use render::{Diagnostic, render_error};
 pub use text::go_quote;

@@ -458,16 +458,16 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
-    /// A container (a second image argument is reserved for comparing two images)
+    /// A container; or two images (IMAGE_A IMAGE_B) to compare their layers
     #[arg(required = true, num_args = 1..=2)]
     targets: Vec<String>,
 }
 
 pub fn diff(ctx: &Context, args: DiffArgs) -> Result<()> {
-    let store = ctx.store()?;
-    if args.targets.len() == 2 {
-        bail!("comparing two images is not supported yet; give one container");
+    if let [a, b] = args.targets.as_slice() {
+        return super::analyze::diff_images(ctx, a, b);
     }
+    let store = ctx.store()?;
     let c = container(&store, &args.targets[0])?;
     let mut out = std::io::stdout().lock();
     for change in runtime::diff(&store, &c)? {

@@ -1,8 +1,10 @@
+mod analyze;
 mod archives;
 mod build;
 mod containers;
 mod debug;
 mod images;
+mod lint;
 mod prune;
 mod registry;
 mod volumes;
@@ -77,6 +79,10 @@ pub enum Command {
     Volume(volumes::VolumeArgs),
     /// Tools for reporting bugs: parser dumps
     Debug(debug::DebugArgs),
+    /// Show what each layer of an image costs: changes, wasted space, efficiency
+    Analyze(Box<analyze::AnalyzeArgs>),
+    /// Check a Dockerfile: BuildKit's build checks and strata's layering rules
+    Lint(Box<lint::LintArgs>),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
@@ -105,6 +111,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Commit(a) => containers::commit(ctx, a),
         Command::Volume(a) => volumes::volume(ctx, a),
         Command::Debug(a) => debug::debug(a),
+        Command::Analyze(a) => return analyze::analyze(ctx, *a),
+        Command::Lint(a) => return lint::lint(ctx, *a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

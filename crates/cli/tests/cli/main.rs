@@ -159,8 +159,13 @@ pub fn conformance_dir() -> PathBuf {
     dir.join("buildkit/frontend/dockerfile/parser")
 }
 
+mod analyze;
 mod build;
+mod build_remote;
 mod containers;
 mod differential;
+mod dockerignore;
+mod errors;
 mod images;
 mod registry;
+mod registry_interop;
