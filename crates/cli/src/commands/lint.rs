@@ -50,7 +50,7 @@ pub struct LintArgs {
 }
 
 /// What the store knows about the base images, when a store exists (it is never created).
-fn describe_bases(ctx: &Context, names: &[String]) -> BTreeMap<String, BaseImage> {
+pub(crate) fn describe_bases(ctx: &Context, names: &[String]) -> BTreeMap<String, BaseImage> {
     let mut out = BTreeMap::new();
     if !ctx.root.join("content").is_dir() {
         return out;

@@ -693,3 +693,24 @@ fn json_and_tty_progress() {
         "{text}"
     );
 }
+
+#[test]
+fn lint_findings_are_build_warnings_and_can_fail_it() {
+    let b = Build::new("FROM base\nCMD echo shell form\n");
+    let (_, err) = b.build(&[]);
+    assert!(
+        err.contains(" - JSONArgsRecommended: JSON arguments recommended for CMD"),
+        "{err}"
+    );
+    std::fs::write(
+        b.ctx.join("Dockerfile"),
+        "# check=error=true\nFROM base\nRUN echo ran\nCMD echo shell form\n",
+    )
+    .unwrap();
+    let err = b.fails(&[]);
+    assert!(
+        err.contains("lint violation found for rules: JSONArgsRecommended"),
+        "{err}"
+    );
+    assert!(!err.contains("RUN echo ran"), "nothing ran: {err}");
+}
