@@ -382,6 +382,15 @@ impl Solver<'_> {
         self.results.wait(self.plan.target)
     }
 
+    /// A stage as the Dockerfile names it: its name, or `stage-N`.
+    fn stage_name(&self, i: usize) -> String {
+        let stage = &self.plan.stages[i];
+        stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index))
+    }
+
     fn stage_label(&self, i: usize) -> String {
         let stage = &self.plan.stages[i];
         match (&stage.name, self.plan.stages.len()) {
@@ -421,6 +430,10 @@ impl Solver<'_> {
                 self.image_run(record)?
             }
             Base::Stage(p) => {
+                self.req.progress.event(ProgressEvent::Started {
+                    id: from_id,
+                    name: format!("[{label}1/{total}] FROM {}", self.stage_name(*p)),
+                });
                 let parent = self.results.wait(*p)?;
                 StageRun {
                     key: parent.key.clone(),
@@ -431,18 +444,16 @@ impl Solver<'_> {
                 }
             }
         };
-        if !matches!(stage.base, Base::Stage(_)) {
-            if matches!(stage.base, Base::Scratch) {
-                self.req.progress.event(ProgressEvent::Started {
-                    id: from_id,
-                    name: format!("[{label}1/{total}] FROM scratch"),
-                });
-            }
-            self.req.progress.event(ProgressEvent::Done {
+        if matches!(stage.base, Base::Scratch) {
+            self.req.progress.event(ProgressEvent::Started {
                 id: from_id,
-                seconds: started.elapsed().as_secs_f64(),
+                name: format!("[{label}1/{total}] FROM scratch"),
             });
         }
+        self.req.progress.event(ProgressEvent::Done {
+            id: from_id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
         let mut vertex = from_id;
         let mut position = 1;
         for step in &stage.steps {
@@ -537,7 +548,7 @@ impl Solver<'_> {
                     let reason = self.miss_reason(stage, step, &inputs);
                     self.req.progress.event(ProgressEvent::Miss { id, reason });
                 }
-                let result = self.execute(stage, step, id, run);
+                let result = self.execute(step, id, run);
                 let layer = match result {
                     Ok(l) => l,
                     Err(e) => {
@@ -814,16 +825,10 @@ impl Solver<'_> {
         })
     }
 
-    fn execute(
-        &self,
-        stage: usize,
-        step: &Step,
-        id: usize,
-        run: &StageRun,
-    ) -> Result<LayerRef, BuildError> {
+    fn execute(&self, step: &Step, id: usize, run: &StageRun) -> Result<LayerRef, BuildError> {
         match &step.kind {
             StepKind::Run(r) => self.execute_run(step, r, id, run),
-            StepKind::Copy(c) => self.execute_copy(stage, step, c, run),
+            StepKind::Copy(c) => self.execute_copy(step, c, run),
             StepKind::Workdir(path) => self.execute_workdir(step, path, run),
             StepKind::Meta => Err(step_error(step, "metadata steps make no layer")),
         }
@@ -941,14 +946,13 @@ impl Solver<'_> {
 
     fn execute_copy(
         &self,
-        stage: usize,
         step: &Step,
         c: &CopyStep,
         run: &StageRun,
     ) -> Result<LayerRef, BuildError> {
         let pending = self.req.store.new_pending_snapshot()?;
         let scratch = self.scratch(step)?;
-        let groups = self.copy_groups(stage, step, c, &scratch)?;
+        let groups = self.copy_groups(step, c, &scratch)?;
         let ctx = match &c.from {
             Source::Context => self.req.context,
             _ => None,
@@ -1020,7 +1024,6 @@ impl Solver<'_> {
     /// downloads, and the context, stage or image.
     fn copy_groups(
         &self,
-        stage: usize,
         step: &Step,
         c: &CopyStep,
         scratch: &tempfile::TempDir,
@@ -1067,7 +1070,7 @@ impl Solver<'_> {
         }
         if !local.is_empty() {
             groups.push(CopyGroup {
-                dir: self.source_dir(stage, &c.from, step)?,
+                dir: self.source_dir(&c.from, step)?,
                 sources: local.into_iter().cloned().collect(),
                 context: matches!(c.from, Source::Context),
                 keep_owner: !matches!(c.from, Source::Context),
@@ -1143,12 +1146,7 @@ impl Solver<'_> {
     }
 
     /// The filesystem a COPY --from or a mount reads.
-    fn source_dir(
-        &self,
-        _stage: usize,
-        from: &Source,
-        step: &Step,
-    ) -> Result<SourceDir, BuildError> {
+    fn source_dir(&self, from: &Source, step: &Step) -> Result<SourceDir, BuildError> {
         Ok(match from {
             Source::Context => SourceDir::Plain(self.context(step)?.root().to_path_buf()),
             Source::Stage(p) => SourceDir::Layers(self.results.wait(*p)?.lowers()),
