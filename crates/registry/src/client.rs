@@ -151,7 +151,7 @@ pub(crate) fn small_body(resp: Response<ureq::Body>, limit: u64) -> Vec<u8> {
     out
 }
 
-fn tls_config(paths: &ConfigPaths, host: &str) -> ureq::tls::TlsConfig {
+pub(crate) fn tls_config(paths: &ConfigPaths, host: &str) -> ureq::tls::TlsConfig {
     let mut roots: Vec<ureq::tls::Certificate<'static>> = Vec::new();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
@@ -254,14 +254,18 @@ impl RegistryClient {
         }
         let https = self.endpoint.base(true);
         let chosen = match self.ping(&https, self.endpoint.scheme == Scheme::Https) {
-            Ok(()) => https,
+            Ok(_) => https,
             Err(tls_err) if self.endpoint.scheme == Scheme::HttpsOrHttp => {
                 let http = self.endpoint.base(false);
                 tracing::debug!(
                     "{}: HTTPS failed ({tls_err}); using plain HTTP (loopback or insecure registry)",
                     self.endpoint.registry
                 );
-                self.ping(&http, true)?;
+                if self.ping(&http, true)? == 400 {
+                    // An HTTPS server refusing plain HTTP (Go's answer to it is a 400): the
+                    // HTTPS failure is the real one, usually a certificate strata does not trust.
+                    return Err(self.untrusted_https(tls_err));
+                }
                 http
             }
             Err(e) => return Err(e),
@@ -269,7 +273,26 @@ impl RegistryClient {
         Ok(self.base.get_or_init(|| chosen))
     }
 
-    fn ping(&self, base: &str, retry: bool) -> Result<()> {
+    /// The error for a registry that speaks HTTPS only, when HTTPS failed.
+    fn untrusted_https(&self, https_error: RegistryError) -> RegistryError {
+        let reason = match https_error {
+            RegistryError::Transport { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        let certs = self
+            .options
+            .paths
+            .strata_dir
+            .join("certs.d")
+            .join(&self.endpoint.host);
+        self.transport_error(format!(
+            "{reason} (it serves HTTPS only; if its certificate is signed by your own CA, put the CA certificate in {}/ca.crt)",
+            certs.display()
+        ))
+    }
+
+    /// `GET /v2/`; the status of the answer.
+    fn ping(&self, base: &str, retry: bool) -> Result<u16> {
         let url = format!("{base}/v2/");
         let mut attempt = 0;
         loop {
@@ -296,7 +319,7 @@ impl RegistryClient {
                         self.learn_challenge(&resp);
                     }
                     tracing::debug!("{url}: {status}");
-                    return Ok(());
+                    return Ok(status);
                 }
                 Err(e) => {
                     let delay = if retry {
@@ -965,9 +988,19 @@ impl RegistryClient {
 
     /// Reads a small blob (a config) into memory, verified.
     pub fn fetch_small_blob(&self, repository: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.fetch_small_blob_limited(repository, desc, MAX_MANIFEST_SIZE * 4)
+    }
+
+    /// Reads a blob of at most `limit` bytes into memory, verified.
+    pub fn fetch_small_blob_limited(
+        &self,
+        repository: &str,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
         let scopes = [Scope::pull(repository)];
         let what = format!("blob {}", desc.digest);
-        if desc.size > MAX_MANIFEST_SIZE * 4 {
+        if desc.size > limit {
             return Err(self.bad(&what, format!("{} bytes is too large", desc.size)));
         }
         let url = self.url(repository, &format!("blobs/{}", desc.digest))?;

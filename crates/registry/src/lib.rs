@@ -12,18 +12,22 @@
 //!   mount across repositories, upload (monolithic or chunked with resume), put manifests; with
 //!   retries and backoff ([`RetryPolicy`]);
 //! - the two whole-image operations built on them, [`pull_image`] and [`push_image`], which
-//!   report what they do through [`Progress`] and never print.
+//!   report what they do through [`Progress`] and never print;
+//! - build caches kept in a registry ([`push_cache`], [`fetch_cache`], [`fetch_cached_layer`]);
+//! - plain HTTP(S) downloads for `ADD <url>` ([`HttpFetcher`]), on the same client and TLS setup.
 //!
 //! It never unpacks layers (it only hashes their uncompressed stream on the way in, to record
 //! diff ids), never names an image before every blob it needs is verified in the store, and
 //! never writes a secret to a log or an error message.
 
 pub mod auth;
+mod cache;
 mod client;
 mod config;
 pub mod credentials;
 mod endpoint;
 mod error;
+mod fetch;
 mod progress;
 mod pull;
 mod push;
@@ -31,10 +35,12 @@ mod retry;
 mod upload;
 
 pub use auth::{Challenge, Credentials};
+pub use cache::{CachePushed, fetch_cache, fetch_cached_layer, push_cache};
 pub use client::{BlobPush, ClientOptions, RegistryClient};
 pub use config::ConfigPaths;
 pub use endpoint::{Endpoint, Scheme, is_loopback};
 pub use error::{RegistryError, Result};
+pub use fetch::{FetchError, Fetched, HttpFetcher, parse_http_date};
 pub use progress::{Event, NoProgress, Progress, Status};
 pub use pull::{Pulled, pull_image, select_platform};
 pub use push::{Pushed, push_image};

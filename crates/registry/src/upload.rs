@@ -69,7 +69,7 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Appends `name=value` to a URL's query.
-fn with_query(url: &str, name: &str, value: &str) -> String {
+pub(crate) fn with_query(url: &str, name: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{name}={}", query_escape(value))
 }

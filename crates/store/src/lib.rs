@@ -11,6 +11,7 @@
 
 mod blob;
 mod cache;
+mod cache_bundle;
 mod containers;
 mod gc;
 mod images;
@@ -25,6 +26,9 @@ use std::path::{Path, PathBuf};
 
 pub use blob::{BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CachedLayer};
+pub use cache_bundle::{
+    CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE, CacheBundle, CacheLayout, MAX_CACHE_CONFIG_SIZE,
+};
 pub use containers::{
     ContainerPaths, ContainerRecord, ContainersLock, HostConfig, MountPoint, is_valid_name,
 };

@@ -5,6 +5,7 @@
 //! It never ships in the `strata` binary.
 #![allow(clippy::unwrap_used)]
 
+pub mod http;
 pub mod registry;
 
 use std::fs;
@@ -221,4 +222,26 @@ pub fn tar_listing(path: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// The content of one regular file in a tar (`path` without a leading `/`).
+pub fn file_in_tar(tar_path: &Path, path: &str) -> Option<String> {
+    use std::io::Read;
+    let file = fs::File::open(tar_path).unwrap();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if name == path.trim_start_matches('/') {
+            let mut s = String::new();
+            entry.read_to_string(&mut s).unwrap();
+            return Some(s);
+        }
+    }
+    None
 }

@@ -53,15 +53,21 @@ fn raw_get(addr: SocketAddr, path: &str) -> Option<String> {
 impl Registry {
     /// A registry without auth.
     pub fn start() -> Registry {
-        Self::launch(None)
+        Self::launch(None, None)
     }
 
     /// A registry that wants htpasswd Basic auth for this user.
     pub fn with_basic_auth(user: &str, password: &str) -> Registry {
-        Self::launch(Some((user, password)))
+        Self::launch(Some((user, password)), None)
     }
 
-    fn launch(auth: Option<(&str, &str)>) -> Registry {
+    /// A registry serving HTTPS only, with this certificate and key (PEM files; see
+    /// [`TlsFiles::generate`]).
+    pub fn with_tls(tls: &TlsFiles) -> Registry {
+        Self::launch(None, Some(tls))
+    }
+
+    fn launch(auth: Option<(&str, &str)>, tls: Option<&TlsFiles>) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
             "{REGISTRY_BIN} is missing: install the docker-registry package (scripts/setup does)"
@@ -87,6 +93,15 @@ impl Registry {
                 file.display()
             );
         }
+        let tls_yaml = tls
+            .map(|t| {
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    t.server_cert.display(),
+                    t.server_key.display()
+                )
+            })
+            .unwrap_or_default();
         for _ in 0..5 {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -96,7 +111,7 @@ impl Registry {
                 format!(
                     "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n  secret: strata-test-secret\n{auth_yaml}",
+                     http:\n  addr: {addr}\n  secret: strata-test-secret\n{tls_yaml}{auth_yaml}",
                     storage.display()
                 ),
             )
@@ -116,7 +131,8 @@ impl Registry {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if raw_get(addr, "/v2/").is_some_and(|r| r.starts_with("HTTP/1.1")) {
+                // Over TLS, the plain request still gets an answer (a 400) once it listens.
+                if raw_get(addr, "/v2/").is_some_and(|r| r.starts_with("HTTP/1.")) {
                     return Registry { child, dir, addr };
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -185,6 +201,101 @@ impl Registry {
             "storage/docker/registry/v2/blobs/sha256/{}/{digest_hex}/data",
             &digest_hex[..2]
         ))
+    }
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1 (and `localhost`), made with
+/// `openssl` (EC P-256, valid for two days), as PEM files in a temporary directory.
+pub struct TlsFiles {
+    _dir: tempfile::TempDir,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("openssl is not runnable ({e}); install openssl (scripts/setup does)")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=strata test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&csr);
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        TlsFiles {
+            ca_cert: p("ca.crt"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+            _dir: dir,
+        }
     }
 }
 
@@ -316,7 +427,7 @@ impl Message {
 
 type Headers = Vec<(String, String)>;
 
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Headers)>> {
+pub(crate) fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Headers)>> {
     let mut start = String::new();
     if r.read_line(&mut start)? == 0 {
         return Ok(None);

@@ -61,6 +61,18 @@ pub struct BuildArgs {
     /// After the build, list every step that missed the cache and why
     #[arg(long)]
     explain_cache: bool,
+    /// Collapse the layers this build adds into one, on top of the base image's layers
+    #[arg(long, conflicts_with = "squash_all")]
+    squash: bool,
+    /// Collapse the whole image into one layer
+    #[arg(long)]
+    squash_all: bool,
+    /// The most layers the image may have
+    #[arg(long, default_value_t = build::DEFAULT_MAX_LAYERS, value_name = "N")]
+    max_layers: usize,
+    /// --pull, --cache-from, --cache-to, --insecure-registry
+    #[command(flatten)]
+    remote: super::registry::BuildNetArgs,
 }
 
 /// Where the build reads its files from, and the scratch copy for a context on stdin.
@@ -232,9 +244,17 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
     let source = context_source(&store, &args.context)?;
     let (dockerfile_bytes, dockerfile_path) =
         read_dockerfile(args.file.as_deref(), &source.dir, &args.context)?;
-    let dockerfile = Dockerfile::parse(&dockerfile_bytes)
-        .map_err(|e| anyhow!("{}: {e}", dockerfile_path.display()))?;
+    let dockerfile = Dockerfile::parse(&dockerfile_bytes).map_err(|e| {
+        let report = e.render(&dockerfile_path.display().to_string(), &dockerfile_bytes);
+        anyhow!(
+            report
+                .strip_prefix("error: ")
+                .unwrap_or(&report)
+                .to_string()
+        )
+    })?;
     let ignore = ignore_matcher(&dockerfile_path, &source.dir)?;
+    let lint_warnings = lint_before_build(ctx, &args, &dockerfile, &dockerfile_bytes, &ignore)?;
     let identity = format!("{}\0{}", source.dir.display(), dockerfile_path.display());
     let stat_cache = store
         .root()
@@ -255,6 +275,11 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         args.progress
     };
     let renderer = Renderer::new(mode);
+    for message in lint_warnings {
+        build::Progress::event(&renderer, build::ProgressEvent::Warning { message });
+    }
+    let mut remote = super::registry::BuildRemote::new(&args.remote, &renderer)?;
+    remote.import_caches();
     let request = build::BuildRequest {
         store: &store,
         dockerfile: &dockerfile,
@@ -274,13 +299,25 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         source_date_epoch: source_date_epoch()?,
         compression: args.compression,
         labels: parse_labels(&args.labels)?,
-        progress: &renderer,
+        progress: &remote,
         identity,
-        resolver: None,
-        pull: false,
-        fetcher: None,
+        resolver: Some(&remote),
+        pull: remote.pull,
+        fetcher: Some(&remote),
+        squash: match (args.squash, args.squash_all) {
+            (_, true) => build::Squash::All,
+            (true, _) => build::Squash::Build,
+            _ => build::Squash::No,
+        },
+        max_layers: args.max_layers,
+        cache_from: remote.cache_source(),
     };
     let result = build::build(&request);
+    tracing::info!(
+        "build context: {} entries, {} files read to hash them",
+        context.entries().len(),
+        context.files_read()
+    );
     context.save_stat_cache(now_ns())?;
     let output = result.map_err(|e| render_build_error(e, &dockerfile_path, &dockerfile_bytes))?;
     let record = store.image_record(output.descriptor.clone(), tags.clone())?;
@@ -300,6 +337,7 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         renderer.note(export_id, &format!("exporting to {spec} done"));
     }
     renderer.note(export_id, "DONE 0.0s");
+    remote.export_caches(&store, &output.cache_keys, &record, export_id + 1)?;
     if let Some(f) = &args.iidfile {
         std::fs::write(f, id.to_string()).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -319,19 +357,151 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Build errors that point into the Dockerfile show the line, as BuildKit does.
+/// `strata lint`'s findings, as warnings to show before the build starts (as BuildKit shows
+/// its checks); with `# check=error=true` they stop the build.
+fn lint_before_build(
+    ctx: &Context,
+    args: &BuildArgs,
+    df: &Dockerfile,
+    source: &[u8],
+    ignore: &IgnoreMatcher,
+) -> Result<Vec<String>> {
+    use dockerfile::lint;
+    let build_args = parse_build_args(&args.build_args)?;
+    let host = Platform::host();
+    let mut options = lint::LintOptions {
+        check: build_args.get("BUILDKIT_DOCKERFILE_CHECK").cloned(),
+        ignore: Vec::new(),
+        build_args,
+        target_os: host.os,
+        target_arch: host.architecture,
+        target_variant: host.variant,
+        bases: BTreeMap::new(),
+        dockerignore: Some(ignore),
+        target: args.target.clone(),
+    };
+    options.bases = super::lint::describe_bases(ctx, &lint::base_images(df, &options));
+    let config = lint::check_config(df, &options)?;
+    let findings = lint::lint(df, source, &options);
+    if config.error
+        && let Some(message) = lint::violation_error(&findings)
+    {
+        bail!("{message}");
+    }
+    let mut warnings = Vec::new();
+    if !findings.is_empty() {
+        let n = findings.len();
+        warnings.push(format!(" {n} warning{} found:", if n == 1 { "" } else { "s" }));
+        for f in &findings {
+            warnings.push(format!(" - {}: {} (line {})", f.rule, f.message, f.line()));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Build errors that point into the Dockerfile show `file:line:column`, the line with a caret
+/// under the offending part, and what was expected (see `dockerfile::Diagnostic`).
 fn render_build_error(e: build::BuildError, path: &Path, source: &[u8]) -> anyhow::Error {
-    let line = match &e {
-        build::BuildError::Plan(p) => p.span.map(|s| s.start),
-        build::BuildError::Step { line, .. } => Some(*line),
-        _ => None,
+    use dockerfile::{Diagnostic, Subject};
+    let diagnostic = match &e {
+        build::BuildError::Plan(p) => {
+            // The planner names the instruction; its message says which part is at fault.
+            let m = p.message.as_str();
+            let subjects: &[Subject<'_>] = if m.starts_with("cannot copy from stage")
+                || m.starts_with("invalid stage index")
+                || m.contains("--from")
+            {
+                &[Subject::Flag("from"), Subject::Flag("mount")]
+            } else if m.starts_with("invalid chmod") {
+                &[Subject::Flag("chmod")]
+            } else if m.contains("checksum") {
+                &[Subject::Flag("checksum")]
+            } else if m.contains("platform") {
+                &[Subject::Flag("platform")]
+            } else if m.contains("mount") {
+                &[Subject::Flag("mount")]
+            } else if m.starts_with("base ")
+                || m.starts_with("circular dependency")
+                || m.to_lowercase().contains("onbuild trigger")
+            {
+                &[Subject::Argument(0)]
+            } else if m.contains("isn't allowed here") {
+                &[Subject::Keyword]
+            } else {
+                &[Subject::Arguments]
+            };
+            let span = p.span.map(|span| {
+                subjects
+                    .iter()
+                    .fold(span, |span, subject| match span.focus {
+                        Some(_) => span,
+                        None => dockerfile::locate(source, span, *subject),
+                    })
+            });
+            let mut help = Vec::new();
+            let stages = || {
+                Dockerfile::parse(source)
+                    .map(|df| df.stages)
+                    .unwrap_or_default()
+            };
+            if let (Some(span), Some(Subject::Flag("from"))) = (p.span, subjects.first())
+                && !m.starts_with("variable expansion")
+            {
+                let stages = stages();
+                let current = stages
+                    .iter()
+                    .rposition(|s| s.from.span.start <= span.start)
+                    .unwrap_or(0);
+                let earlier: Vec<String> = stages[..current]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| match s.name() {
+                        Some(name) => format!("{name} ({i})"),
+                        None => i.to_string(),
+                    })
+                    .collect();
+                help.push(if earlier.is_empty() {
+                    "no stage comes before this one: expected an image reference".into()
+                } else {
+                    format!(
+                        "expected an earlier stage by name or index, {}; or an image reference",
+                        earlier.join(", ")
+                    )
+                });
+            }
+            if p.span.is_none() && m.starts_with("target stage") {
+                let names: Vec<String> = stages()
+                    .iter()
+                    .filter_map(|s| s.name().map(str::to_string))
+                    .collect();
+                help.push(if names.is_empty() {
+                    "no stage has a name: --target takes the name given by FROM … AS <name>".into()
+                } else {
+                    format!("expected one of the stage names: {}", names.join(", "))
+                });
+            }
+            Diagnostic {
+                message: p.message.clone(),
+                span,
+                label: None,
+                help,
+            }
+        }
+        build::BuildError::Step { line, .. } => Diagnostic {
+            message: e.to_string(),
+            span: Some(dockerfile::Span::line(*line)),
+            ..Diagnostic::default()
+        },
+        _ => return anyhow!("{e}"),
     };
-    let Some(line) = line else {
-        return anyhow!("{e}");
-    };
-    let text = String::from_utf8_lossy(source);
-    let shown = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-    anyhow!("{}:{line}: {e}\n --> {line} | {shown}", path.display())
+    // main prints "Error: " before the message; the report's own header would repeat it.
+    let report = diagnostic.render(&path.display().to_string(), source);
+    anyhow!(
+        report
+            .strip_prefix("error: ")
+            .unwrap_or(&report)
+            .to_string()
+    )
 }
 
 /// `--output type=docker|oci|tar,dest=FILE` or `type=local,dest=DIR`.

@@ -33,7 +33,20 @@ fn parse(file: &std::path::Path) -> Result<()> {
     } else {
         std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let dump = dockerfile::debug_parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let dump = dockerfile::debug_parse(&data).map_err(|e| {
+        // main prints "Error: " before the message; the report's own header would repeat it.
+        let name = if file == std::path::Path::new("-") {
+            "<stdin>".to_string()
+        } else {
+            file.display().to_string()
+        };
+        let report = e.render(&name, &data);
+        let report = report
+            .strip_prefix("error: ")
+            .unwrap_or(&report)
+            .to_string();
+        anyhow!(report)
+    })?;
     std::io::stdout().lock().write_all(dump.as_bytes())?;
     Ok(())
 }

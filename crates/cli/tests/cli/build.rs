@@ -491,7 +491,8 @@ fn failures_name_the_step_line_and_output() {
     assert!(err.contains("about to fail"), "{err}");
     let b = Build::new("FROM base\nUSER ghost\nRUN true\n");
     assert!(b.fails(&[]).contains("unable to find user ghost"));
-    let b = Build::new("FROM not-in-the-store\n");
+    // A loopback port nothing listens on: the pull fails at once and no traffic leaves the machine.
+    let b = Build::new("FROM 127.0.0.1:9/not-in-the-store\n");
     assert!(b.fails(&[]).contains("not-in-the-store"));
     let b = Build::new("FROM base\nRUN true\n");
     assert!(

@@ -390,6 +390,8 @@ fn debug_parse_matches_every_result_file() {
         let dockerfile = case.unwrap().path().join("Dockerfile");
         let (code, err) = env.fails(&["debug", "parse", dockerfile.to_str().unwrap()]);
         assert_eq!(code, 1);
-        assert!(err.contains("Dockerfile: line"), "{err}");
+        // The report names the file (and the line and column when there is one).
+        assert!(err.starts_with("Error: "), "{err}");
+        assert!(err.contains("--> ") && err.contains("/Dockerfile"), "{err}");
     }
 }
