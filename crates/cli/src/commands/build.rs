@@ -391,7 +391,10 @@ fn lint_before_build(
     let mut warnings = Vec::new();
     if !findings.is_empty() {
         let n = findings.len();
-        warnings.push(format!(" {n} warning{} found:", if n == 1 { "" } else { "s" }));
+        warnings.push(format!(
+            " {n} warning{} found:",
+            if n == 1 { "" } else { "s" }
+        ));
         for f in &findings {
             warnings.push(format!(" - {}: {} (line {})", f.rule, f.message, f.line()));
         }
