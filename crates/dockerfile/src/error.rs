@@ -2,31 +2,62 @@
 
 use std::fmt;
 
-/// A range of physical lines, 1-based and inclusive, as BuildKit reports them.
+/// A range of physical lines, 1-based and inclusive, as BuildKit reports them, and
+/// optionally the part of it a message is about.
 ///
 /// An instruction's span runs from the line its keyword is on to the last line it consumed,
 /// including continuation lines, comment and blank lines inside a continuation, and heredoc
-/// bodies with their terminators.
+/// bodies with their terminators. Errors narrow it with a [`Focus`] (the flag, word or
+/// keyword at fault) so that a renderer can put a caret under it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Span {
     /// First line.
     pub start: usize,
     /// Last line.
     pub end: usize,
+    /// The offending part, when known.
+    pub focus: Option<Focus>,
+}
+
+/// A range of bytes on one physical line: what an error or a lint points at.
+///
+/// `start` and `end` are 0-based byte offsets into the line (without its line terminator,
+/// and on line 1 after a UTF-8 byte-order mark; lines are at most 65535 bytes, so `u32`
+/// holds them); `start == end` marks a point, such as where a missing argument should go.
+/// Renderers show 1-based character columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Focus {
+    /// The physical line, 1-based.
+    pub line: usize,
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
 }
 
 impl Span {
     /// A span from `start` to `end`.
     pub fn new(start: usize, end: usize) -> Self {
-        Self { start, end }
+        Self {
+            start,
+            end,
+            focus: None,
+        }
     }
 
     /// A span of one line.
     pub fn line(line: usize) -> Self {
-        Self {
-            start: line,
-            end: line,
-        }
+        Self::new(line, line)
+    }
+
+    /// The same lines, narrowed to `focus` (or widened back to whole lines with `None`).
+    pub fn with_focus(self, focus: Option<Focus>) -> Self {
+        Self { focus, ..self }
+    }
+
+    /// The line a message about this span should show: the focus line, else the first.
+    pub fn focus_line(&self) -> usize {
+        self.focus.map_or(self.start, |f| f.line)
     }
 }
 
@@ -49,6 +80,9 @@ pub struct ParseError {
     pub span: Option<Span>,
     /// What.
     pub kind: ErrorKind,
+    /// What would have been accepted here, when it depends on the instruction (the flags it
+    /// takes); shown as a help line under the snippet.
+    pub help: Option<String>,
 }
 
 fn render(error: &ParseError) -> String {
@@ -63,7 +97,23 @@ impl ParseError {
         Self {
             span: Some(span),
             kind,
+            help: None,
         }
+    }
+
+    /// The error as a person reads it: `file:line:column`, the offending line with a caret
+    /// under the offending part, and what was expected. See [`crate::render_error`].
+    pub fn render(&self, file_name: &str, source: &[u8]) -> String {
+        let mut help: Vec<String> = self.kind.expected().into_iter().collect();
+        help.extend(self.help.clone());
+        crate::Diagnostic {
+            message: self.kind.to_string(),
+            // An empty file or one of only comments has no line worth showing.
+            span: self.span.filter(|_| !self.kind.is_about_the_whole_file()),
+            label: self.kind.label(),
+            help,
+        }
+        .render(file_name, source)
     }
 
     /// The first line of the offending instruction, if the error has one.
@@ -221,4 +271,125 @@ pub struct Warning {
     pub span: Span,
     /// What it says.
     pub message: String,
+}
+
+impl ErrorKind {
+    /// NoInstructions and NoStages are about the whole file, not a line of it.
+    pub(crate) fn is_about_the_whole_file(&self) -> bool {
+        matches!(self, Self::NoInstructions | Self::NoStages)
+    }
+
+    /// Which part of the instruction the error is about, for the caret.
+    pub(crate) fn subject(&self) -> Option<crate::Subject<'_>> {
+        use crate::Subject;
+        Some(match self {
+            Self::DuplicateDirective { .. }
+            | Self::InvalidEscapeToken { .. }
+            | Self::LineTooLong
+            | Self::NoInstructions
+            | Self::NoStages => return None,
+            Self::UnterminatedHeredoc | Self::HeredocDelimiter { .. } => Subject::Heredoc,
+            Self::UnknownInstruction { .. } | Self::NoStage => Subject::Keyword,
+            Self::UnknownFlag { flag, .. }
+            | Self::FlagMissingValue { flag }
+            | Self::FlagNotBoolean { flag, .. }
+            | Self::DuplicateFlag { flag } => Subject::Flag(flag),
+            // Which of the four duration flags is decided where the flags are known.
+            Self::InvalidDuration { .. } => Subject::Flag("interval"),
+            Self::DurationTooShort { flag } => Subject::Flag(flag),
+            Self::InvalidRetries { .. } | Self::NegativeRetries { .. } => Subject::Flag("retries"),
+            Self::InvalidNetwork { .. } => Subject::Flag("network"),
+            Self::InvalidSecurity { .. } => Subject::Flag("security"),
+            Self::InvalidMount { .. } => Subject::Flag("mount"),
+            Self::MissingEquals { .. } => Subject::ArgumentWithout('='),
+            Self::MissingValue { .. }
+            | Self::NotStringArray
+            | Self::ArgumentCount { .. }
+            | Self::BlankName { .. }
+            | Self::FromArguments
+            | Self::NotJson { .. }
+            | Self::EmptyVolume
+            | Self::HealthcheckNoneArguments
+            | Self::HealthcheckMissingCommand => Subject::Arguments,
+            Self::InvalidStageName { .. } | Self::DuplicateStageName { .. } => Subject::Argument(2),
+            Self::OnbuildChaining | Self::OnbuildTrigger { .. } | Self::HealthcheckType { .. } => {
+                Subject::Argument(0)
+            }
+            Self::HeredocNotAllowed { .. } => Subject::LastArgument,
+        })
+    }
+
+    /// A short label for the caret.
+    pub(crate) fn label(&self) -> Option<String> {
+        Some(match self {
+            Self::DuplicateDirective { .. } => "a second time here".into(),
+            Self::InvalidEscapeToken { .. } => "expected ` or \\".into(),
+            Self::LineTooLong => "the line goes on past 65535 bytes".into(),
+            Self::UnterminatedHeredoc => "this heredoc is never closed".into(),
+            Self::HeredocDelimiter { .. } => "in this heredoc delimiter".into(),
+            Self::MissingValue { .. } => "expected a value after the name".into(),
+            Self::MissingEquals { .. } => "expected name=value".into(),
+            Self::NotStringArray => "expected a JSON array of strings".into(),
+            Self::UnknownInstruction { .. } => "not an instruction".into(),
+            Self::UnknownFlag { .. } => "unknown flag".into(),
+            Self::FlagMissingValue { flag } => format!("expected --{flag}=<value>"),
+            Self::FlagNotBoolean { .. } => "expected true or false".into(),
+            Self::DuplicateFlag { .. } => "given a second time here".into(),
+            Self::ArgumentCount { expected, .. } => {
+                let what = expected.split('.').next().unwrap_or(expected);
+                let what = what.split(',').next().unwrap_or(what);
+                format!("expected {what}")
+            }
+            Self::BlankName { .. } => "expected a name before =".into(),
+            Self::FromArguments => "expected FROM <image> [AS <name>]".into(),
+            Self::InvalidStageName { .. } => "not a valid stage name".into(),
+            Self::DuplicateStageName { .. } => "already the name of an earlier stage".into(),
+            Self::NoStage => "before any FROM".into(),
+            Self::OnbuildChaining | Self::OnbuildTrigger { .. } => "not allowed here".into(),
+            Self::HeredocNotAllowed { .. } => "expected a path".into(),
+            Self::NotJson { .. } => "expected a JSON array".into(),
+            Self::EmptyVolume => "expected a path".into(),
+            Self::HealthcheckNoneArguments => "expected nothing after NONE".into(),
+            Self::HealthcheckMissingCommand => "expected a command after CMD".into(),
+            Self::HealthcheckType { .. } => "expected CMD or NONE".into(),
+            Self::InvalidDuration { .. } => "expected a duration such as 30s or 1m30s".into(),
+            Self::DurationTooShort { .. } => "expected 1ms or more".into(),
+            Self::InvalidRetries { .. } | Self::NegativeRetries { .. } => {
+                "expected a whole number of 0 or more".into()
+            }
+            Self::InvalidNetwork { .. } => "expected default, none or host".into(),
+            Self::InvalidSecurity { .. } => "expected sandbox or insecure".into(),
+            Self::InvalidMount { .. } => "in this mount".into(),
+            Self::NoInstructions | Self::NoStages => return None,
+        })
+    }
+
+    /// A help line saying what is accepted, where the message does not say it already.
+    pub(crate) fn expected(&self) -> Option<String> {
+        Some(match self {
+            Self::UnknownInstruction { .. } => format!(
+                "expected one of {}",
+                crate::instructions::INSTRUCTION_NAMES.join(", ")
+            ),
+            Self::NoStage => {
+                "a Dockerfile starts with FROM; only ARG and parser directives may come before it"
+                    .into()
+            }
+            Self::NoStages => "expected at least one FROM".into(),
+            Self::NoInstructions => "expected at least one instruction, starting with FROM".into(),
+            Self::UnterminatedHeredoc => {
+                "expected a line holding just the delimiter before the end of the file".into()
+            }
+            Self::InvalidStageName { .. } => "a stage name is a letter, then letters, digits, \
+                '-', '_' or '.'"
+                .into(),
+            Self::MissingValue { instruction } => {
+                format!("expected {instruction} <name>=<value> or {instruction} <name> <value>")
+            }
+            Self::NotJson { instruction } => {
+                format!("expected {instruction} [\"executable\", \"parameter\", ...]")
+            }
+            _ => return None,
+        })
+    }
 }

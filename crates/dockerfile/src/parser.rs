@@ -6,9 +6,12 @@
 //! they decide what a Dockerfile means, so the parser is hand-written against BuildKit's
 //! conformance corpus rather than taken from a generic grammar crate.
 
-use crate::error::{ErrorKind, ParseError, Span, Warning};
+use std::ops::Range;
+
+use crate::error::{ErrorKind, Focus, ParseError, Span, Warning};
 use crate::expand::{EmptyEnv, Expander};
 use crate::json::{JsonForm, parse_json_array};
+use crate::layout::{Layout, Piece, Subject};
 use crate::text::{
     go_is_space, go_quote, go_to_lower, split_on_split_space, split_once_on_split_space, trim_space,
 };
@@ -88,6 +91,8 @@ pub struct Record {
     /// Comment lines directly above the instruction (BuildKit's `PrevComment`), used for
     /// stage and ARG descriptions.
     pub comments: Vec<String>,
+    /// Where the keyword, flags and arguments are in the file (see [`Record::focus`]).
+    pub layout: Layout,
 }
 
 /// A parser directive at the top of the file.
@@ -274,7 +279,8 @@ fn match_directive(line: &[u8]) -> Option<(&[u8], &[u8])> {
 impl Directives {
     /// Checks a first line (newline and leading blanks already removed). Returns whether it
     /// was a directive.
-    fn check(&mut self, line: &[u8], number: usize) -> Result<bool, ParseError> {
+    /// `column` is where `line` starts on its physical line.
+    fn check(&mut self, line: &[u8], number: usize, column: usize) -> Result<bool, ParseError> {
         if self.done {
             return Ok(false);
         }
@@ -287,7 +293,13 @@ impl Directives {
             self.done = true;
             return Ok(false);
         }
-        let span = Span::line(number);
+        let at = column + offset_in(line, value);
+        let byte = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+        let span = Span::line(number).with_focus(Some(Focus {
+            line: number,
+            start: byte(at),
+            end: byte(at + value.len()),
+        }));
         if self.found.iter().any(|d| d.name == name) {
             return Err(ParseError::new(
                 span,
@@ -367,8 +379,10 @@ impl<'a> Parser<'a> {
     fn logical_line(&mut self, first: &'a [u8]) -> Result<(), ParseError> {
         let number = self.lines.number;
         self.collect_comment(first);
-        let trimmed = trim_leading_whitespace(trim_newline(first));
-        if self.directives.check(trimmed, number)? {
+        let content_line = trim_newline(first);
+        let trimmed = trim_leading_whitespace(content_line);
+        let column = content_line.len() - trimmed.len();
+        if self.directives.check(trimmed, number, column)? {
             // A directive is not a description of the next instruction.
             self.comments.pop();
         }
@@ -382,6 +396,12 @@ impl<'a> Parser<'a> {
         if ended && piece.is_empty() {
             return Ok(());
         }
+        let mut pieces = vec![Piece {
+            offset: 0,
+            line: number,
+            column,
+            len: piece.len(),
+        }];
         let mut logical = piece.to_vec();
         let mut empty_continuation = false;
         while !ended {
@@ -397,6 +417,12 @@ impl<'a> Parser<'a> {
                 continue;
             }
             let (piece, end) = trim_continuation(next, escape);
+            pieces.push(Piece {
+                offset: logical.len(),
+                line: self.lines.number,
+                column: 0,
+                len: piece.len(),
+            });
             logical.extend_from_slice(piece);
             ended = end;
         }
@@ -408,14 +434,25 @@ impl<'a> Parser<'a> {
             });
         }
         let escape = char::from(escape);
-        let (command, nested) = parse_line(&line, escape)
-            .map_err(|kind| ParseError::new(Span::new(number, self.lines.number), kind))?;
+        let (parts, parsed) = parse_line(&line, escape);
+        let layout = Layout::new(parts.keyword, parts.flags, parts.rest, pieces);
+        let span = Span::new(number, self.lines.number);
+        let (command, nested) = parsed.map_err(|kind| error_in(span, kind, &layout, &line))?;
         let mut heredocs = Vec::new();
         if can_contain_heredoc(&command, &nested) && line.contains("<<") {
-            let found = heredocs_from_line(&line)
-                .map_err(|kind| ParseError::new(Span::new(number, self.lines.number), kind))?;
+            let found =
+                heredocs_from_line(&line).map_err(|kind| error_in(span, kind, &layout, &line))?;
             for mut heredoc in found {
-                heredoc.content = self.heredoc_body(&heredoc, number)?;
+                heredoc.content = self.heredoc_body(&heredoc, number).map_err(|error| {
+                    // Point at the marker on the instruction line, not at the end of the file.
+                    let marker = layout
+                        .range_of(Subject::Heredoc, &line, &[])
+                        .and_then(|range| layout.focus(range));
+                    ParseError {
+                        span: error.span.map(|s| s.with_focus(marker)),
+                        ..error
+                    }
+                })?;
                 heredocs.push(heredoc);
             }
         }
@@ -426,6 +463,7 @@ impl<'a> Parser<'a> {
             nested,
             heredocs,
             comments: std::mem::take(&mut self.comments),
+            layout,
         });
         Ok(())
     }
@@ -477,13 +515,28 @@ fn can_contain_heredoc(command: &Command, nested: &[Command]) -> bool {
     matches!(target.name().as_str(), "add" | "copy" | "run") && !target.json
 }
 
+/// Where the parts of the outer command are in the logical line.
+struct Parts {
+    keyword: Range<usize>,
+    flags: Vec<Range<usize>>,
+    rest: Range<usize>,
+}
+
 /// `newNodeFromLine`: keyword, flags and arguments, following ONBUILD triggers iteratively
-/// (so a line of many `ONBUILD` words cannot exhaust the stack).
-fn parse_line(line: &str, escape: char) -> Result<(Command, Vec<Command>), ErrorKind> {
+/// (so a line of many `ONBUILD` words cannot exhaust the stack). The positions of the outer
+/// command's parts come back even when its arguments are refused.
+fn parse_line(line: &str, escape: char) -> (Parts, Result<(Command, Vec<Command>), ErrorKind>) {
     let mut commands = Vec::new();
     let mut current = line.to_string();
+    let mut parts = None;
     loop {
-        let (keyword, flags, rest) = split_command(&current, escape);
+        let split = split_command(&current, escape);
+        parts.get_or_insert(Parts {
+            keyword: split.keyword_range.clone(),
+            flags: split.flag_ranges.clone(),
+            rest: split.rest_range.clone(),
+        });
+        let (keyword, flags, rest) = (split.keyword, split.flags, split.rest);
         let name = go_to_lower(&keyword);
         if name == "onbuild" {
             commands.push(Command {
@@ -498,7 +551,10 @@ fn parse_line(line: &str, escape: char) -> Result<(Command, Vec<Command>), Error
             current = rest;
             continue;
         }
-        let (args, json) = parse_args(&name, &rest, escape)?;
+        let (args, json) = match parse_args(&name, &rest, escape) {
+            Ok(parsed) => parsed,
+            Err(kind) => return (parts.unwrap_or_else(|| Parts::at_end(line)), Err(kind)),
+        };
         commands.push(Command {
             keyword,
             flags,
@@ -507,19 +563,85 @@ fn parse_line(line: &str, escape: char) -> Result<(Command, Vec<Command>), Error
         });
         break;
     }
+    let parts = parts.unwrap_or_else(|| Parts::at_end(line));
     let mut commands = commands.into_iter();
-    let command = commands.next().ok_or(ErrorKind::NoInstructions)?;
-    Ok((command, commands.collect()))
+    let Some(command) = commands.next() else {
+        return (parts, Err(ErrorKind::NoInstructions));
+    };
+    (parts, Ok((command, commands.collect())))
+}
+
+impl Parts {
+    fn at_end(line: &str) -> Self {
+        let end = line.len();
+        Self {
+            keyword: end..end,
+            flags: Vec::new(),
+            rest: end..end,
+        }
+    }
+}
+
+/// An error in the record being read, pointed at the part its kind is about.
+fn error_in(span: Span, kind: ErrorKind, layout: &Layout, original: &str) -> ParseError {
+    let focus = kind
+        .subject()
+        .and_then(|subject| layout.range_of(subject, original, &[]))
+        .and_then(|range| layout.focus(range));
+    ParseError::new(span.with_focus(focus), kind)
+}
+
+/// Where `inner`, a subslice of `outer`, starts in it.
+fn offset_in<T>(outer: &[T], inner: &[T]) -> usize {
+    let offset = (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize);
+    offset.min(outer.len())
+}
+
+/// A command split into its keyword, flags and the rest, with their byte ranges in the
+/// string it was split from.
+struct Split {
+    keyword: String,
+    flags: Vec<String>,
+    rest: String,
+    keyword_range: Range<usize>,
+    flag_ranges: Vec<Range<usize>>,
+    rest_range: Range<usize>,
 }
 
 /// `splitCommand`: the keyword, the flags, and the trimmed rest.
-fn split_command(line: &str, escape: char) -> (String, Vec<String>, String) {
-    let (keyword, after) = split_once_on_split_space(trim_space(line));
-    let (rest, flags) = match after {
-        Some(after) => extract_flags(after, escape),
-        None => (String::new(), Vec::new()),
+fn split_command(line: &str, escape: char) -> Split {
+    let trimmed = trim_space(line);
+    let base = offset_in(line.as_bytes(), trimmed.as_bytes());
+    let (keyword, after) = split_once_on_split_space(trimmed);
+    let keyword_range = base..base + keyword.len();
+    let (rest, flags, rest_start, flag_ranges) = match after {
+        Some(after) => {
+            let after_start = offset_in(line.as_bytes(), after.as_bytes());
+            let (rest, flags, rest_at, ranges) = extract_flags(after, escape);
+            let ranges = ranges
+                .into_iter()
+                .map(|r| after_start + r.start..after_start + r.end)
+                .collect();
+            (rest, flags, after_start + rest_at, ranges)
+        }
+        None => (String::new(), Vec::new(), base + trimmed.len(), Vec::new()),
     };
-    (keyword.to_string(), flags, trim_space(&rest).to_string())
+    let rest_trimmed = trim_space(&rest);
+    let lead = rest.len() - rest.trim_start_matches(crate::text::go_is_space).len();
+    let rest_range = if rest_trimmed.is_empty() {
+        let end = base + trimmed.len();
+        end..end
+    } else {
+        rest_start + lead..rest_start + lead + rest_trimmed.len()
+    };
+    Split {
+        keyword: keyword.to_string(),
+        flags,
+        rest: rest_trimmed.to_string(),
+        keyword_range,
+        flag_ranges,
+        rest_range,
+    }
 }
 
 /// Bytes that Go's `unicode.IsSpace(rune(b))` accepts when a byte is read as a rune.
@@ -533,7 +655,10 @@ fn is_flag_space(b: u8) -> bool {
 /// `extractBuilderFlags`: `--name=value` words before the arguments. Works byte by byte;
 /// quotes and escapes are removed, and each byte is appended as if it were a Latin-1
 /// character (so non-ASCII flag values are mangled exactly as in BuildKit).
-fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
+///
+/// Returns the rest, the flag words, where the rest starts in `line`, and each flag word's
+/// byte range in `line`.
+fn extract_flags(line: &str, escape: char) -> (String, Vec<String>, usize, Vec<Range<usize>>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -543,6 +668,8 @@ fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
     let bytes = line.as_bytes();
     let escape = u8::try_from(escape).unwrap_or(b'\\');
     let mut words = Vec::new();
+    let mut ranges = Vec::new();
+    let mut word_start = 0;
     let mut phase = Phase::Spaces;
     let mut word = String::new();
     let mut blank_ok = false;
@@ -559,13 +686,15 @@ fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
                 continue;
             }
             if b != b'-' || bytes.get(pos + 1) != Some(&b'-') {
-                return (lossy(&bytes[pos..]), words);
+                return (lossy(&bytes[pos..]), words, pos, ranges);
             }
             phase = Phase::Word;
+            word_start = pos;
         }
         if at_end {
             if word != "--" && (blank_ok || !word.is_empty()) {
                 words.push(word);
+                ranges.push(word_start..pos);
             }
             break;
         }
@@ -574,10 +703,11 @@ fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
             Phase::Word => {
                 if is_flag_space(b) {
                     if word == "--" {
-                        return (lossy(&bytes[pos..]), words);
+                        return (lossy(&bytes[pos..]), words, pos, ranges);
                     }
                     if blank_ok || !word.is_empty() {
                         words.push(std::mem::take(&mut word));
+                        ranges.push(word_start..pos);
                     }
                     word.clear();
                     blank_ok = false;
@@ -612,7 +742,7 @@ fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
         }
         pos += 1;
     }
-    (String::new(), words)
+    (String::new(), words, bytes.len(), ranges)
 }
 
 /// The per-instruction argument shapes of BuildKit's dispatch table.

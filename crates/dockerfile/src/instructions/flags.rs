@@ -24,6 +24,8 @@ struct Definition {
 pub(crate) struct Flags<'a> {
     words: &'a [String],
     definitions: Vec<Definition>,
+    /// The word [`Flags::parse`] refused, by position.
+    failed: Option<usize>,
 }
 
 impl<'a> Flags<'a> {
@@ -31,6 +33,7 @@ impl<'a> Flags<'a> {
         Self {
             words,
             definitions: Vec::new(),
+            failed: None,
         }
     }
 
@@ -61,65 +64,95 @@ impl<'a> Flags<'a> {
         !self.words.is_empty()
     }
 
+    /// The flag names this instruction takes, as `--name`, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .definitions
+            .iter()
+            .map(|d| format!("--{}", d.name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The position of the word that [`Flags::parse`] refused.
+    pub(crate) fn failed(&self) -> Option<usize> {
+        self.failed
+    }
+
     /// Checks the words against the definitions, as `BFlags.Parse` does.
     pub(crate) fn parse(&mut self) -> Result<(), ErrorKind> {
-        for word in self.words {
-            // The parser only produces words starting with `--`; a lone `--` ends the flags.
-            let Some(body) = word.strip_prefix("--") else {
-                return Err(ErrorKind::UnknownFlag {
-                    flag: word.clone(),
-                    suggestion: None,
-                });
-            };
-            if body.is_empty() {
-                return Ok(());
-            }
-            let (name, value) = match body.split_once('=') {
-                Some((name, value)) => (name, Some(value)),
-                None => (body, None),
-            };
-            let names: Vec<&'static str> = self.definitions.iter().map(|d| d.name).collect();
-            let Some(definition) = self.definitions.iter_mut().find(|d| d.name == name) else {
-                return Err(ErrorKind::UnknownFlag {
-                    flag: name.to_string(),
-                    suggestion: suggest(name, names, true),
-                });
-            };
-            if definition.used && definition.kind != Kind::Strings {
-                return Err(ErrorKind::DuplicateFlag {
-                    flag: name.to_string(),
-                });
-            }
-            definition.used = true;
-            match (definition.kind, value) {
-                (Kind::Bool, Some("")) => {
-                    return Err(ErrorKind::FlagMissingValue {
-                        flag: name.to_string(),
-                    });
+        let words = self.words;
+        for (index, word) in words.iter().enumerate() {
+            match self.parse_word(word) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(kind) => {
+                    self.failed = Some(index);
+                    return Err(kind);
                 }
-                (Kind::Bool, value) => {
-                    let lower = value.unwrap_or_default().to_lowercase();
-                    definition.value = match lower.as_str() {
-                        "" | "true" => "true".to_string(),
-                        "false" => lower,
-                        _ => {
-                            return Err(ErrorKind::FlagNotBoolean {
-                                flag: name.to_string(),
-                                value: value.unwrap_or_default().to_string(),
-                            });
-                        }
-                    };
-                }
-                (_, None) => {
-                    return Err(ErrorKind::FlagMissingValue {
-                        flag: name.to_string(),
-                    });
-                }
-                (Kind::String, Some(value)) => definition.value = value.to_string(),
-                (Kind::Strings, Some(value)) => definition.values.push(value.to_string()),
             }
         }
         Ok(())
+    }
+
+    /// One word; `Ok(false)` for the `--` that ends the flags.
+    fn parse_word(&mut self, word: &str) -> Result<bool, ErrorKind> {
+        // The parser only produces words starting with `--`; a lone `--` ends the flags.
+        let Some(body) = word.strip_prefix("--") else {
+            return Err(ErrorKind::UnknownFlag {
+                flag: word.to_string(),
+                suggestion: None,
+            });
+        };
+        if body.is_empty() {
+            return Ok(false);
+        }
+        let (name, value) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (body, None),
+        };
+        let names: Vec<&'static str> = self.definitions.iter().map(|d| d.name).collect();
+        let Some(definition) = self.definitions.iter_mut().find(|d| d.name == name) else {
+            return Err(ErrorKind::UnknownFlag {
+                flag: name.to_string(),
+                suggestion: suggest(name, names, true),
+            });
+        };
+        if definition.used && definition.kind != Kind::Strings {
+            return Err(ErrorKind::DuplicateFlag {
+                flag: name.to_string(),
+            });
+        }
+        definition.used = true;
+        match (definition.kind, value) {
+            (Kind::Bool, Some("")) => {
+                return Err(ErrorKind::FlagMissingValue {
+                    flag: name.to_string(),
+                });
+            }
+            (Kind::Bool, value) => {
+                let lower = value.unwrap_or_default().to_lowercase();
+                definition.value = match lower.as_str() {
+                    "" | "true" => "true".to_string(),
+                    "false" => lower,
+                    _ => {
+                        return Err(ErrorKind::FlagNotBoolean {
+                            flag: name.to_string(),
+                            value: value.unwrap_or_default().to_string(),
+                        });
+                    }
+                };
+            }
+            (_, None) => {
+                return Err(ErrorKind::FlagMissingValue {
+                    flag: name.to_string(),
+                });
+            }
+            (Kind::String, Some(value)) => definition.value = value.to_string(),
+            (Kind::Strings, Some(value)) => definition.values.push(value.to_string()),
+        }
+        Ok(true)
     }
 
     fn get(&self, name: &str) -> Option<&Definition> {

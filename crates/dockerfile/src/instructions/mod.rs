@@ -16,6 +16,28 @@ use std::time::Duration;
 use crate::error::{ParseError, Span, Warning};
 use crate::parser::Directive;
 
+/// The instruction keywords, for messages.
+pub(crate) const INSTRUCTION_NAMES: [&str; 18] = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
 pub use mount::{CacheSharing, Mount, MountError, MountSpec, MountType};
 pub use parse::parse_instruction;
 

@@ -1,6 +1,7 @@
 //! From parser records to typed instructions (BuildKit's `instructions/parse.go`).
 
 use crate::error::{ErrorKind, ParseError, Warning};
+use crate::layout::Subject;
 use crate::parser::{Ast, Heredoc, Record, parse_heredoc};
 use crate::text::{go_to_lower, go_to_upper, trim_space};
 
@@ -118,9 +119,73 @@ pub fn parse_instruction(record: &Record) -> Result<Instruction, ParseError> {
 
 fn parse_record(record: &Record) -> Result<(Instruction, Vec<String>), ParseError> {
     let mut request = Request::new(record);
-    let instruction = dispatch(&mut request).map_err(|kind| ParseError::new(record.span, kind))?;
-    Ok((instruction, request.notes))
+    match dispatch(&mut request) {
+        Ok(instruction) => Ok((instruction, request.notes)),
+        Err(kind) => Err(request_error(&request, kind)),
+    }
 }
+
+/// An error in `req`'s instruction, pointed at the word at fault and saying what the
+/// instruction accepts where the kind alone cannot.
+fn request_error(req: &Request<'_>, kind: ErrorKind) -> ParseError {
+    let record = req.record;
+    let flag_error = matches!(
+        kind,
+        ErrorKind::UnknownFlag { .. }
+            | ErrorKind::FlagMissingValue { .. }
+            | ErrorKind::FlagNotBoolean { .. }
+            | ErrorKind::DuplicateFlag { .. }
+    );
+    let subject = match (&kind, req.flags.failed()) {
+        (_, Some(index)) if flag_error => Some(Subject::FlagAt(index)),
+        (ErrorKind::InvalidDuration { .. }, _) => DURATION_FLAGS
+            .into_iter()
+            .find(|flag| duration_flag(req, flag).is_err())
+            .map(Subject::Flag),
+        (ErrorKind::InvalidMount { .. }, _) => {
+            let failed = record.command.flags.iter().position(|word| {
+                word.strip_prefix("--mount=")
+                    .is_some_and(|raw| MountSpec::parse(raw).is_err())
+            });
+            Some(failed.map_or(Subject::Flag("mount"), Subject::FlagAt))
+        }
+        _ => kind.subject(),
+    };
+    let focus = subject.and_then(|subject| record.focus(subject));
+    let help = match &kind {
+        ErrorKind::FlagMissingValue { flag }
+            if req.flags.failed().is_some_and(|i| {
+                record
+                    .command
+                    .flags
+                    .get(i)
+                    .is_some_and(|word| word.ends_with('='))
+            }) =>
+        {
+            Some(format!(
+                "--{flag} is true or false: --{flag}, --{flag}=true or --{flag}=false"
+            ))
+        }
+        ErrorKind::UnknownFlag { .. } => {
+            let instruction = go_to_upper(&record.command.keyword);
+            let names = req.flags.names();
+            Some(if names.is_empty() {
+                format!("{instruction} takes no flags")
+            } else {
+                format!("{instruction} takes {}", names.join(", "))
+            })
+        }
+        _ => None,
+    };
+    ParseError {
+        span: Some(record.span.with_focus(focus)),
+        kind,
+        help,
+    }
+}
+
+/// The duration flags of HEALTHCHECK, in the order they are checked.
+const DURATION_FLAGS: [&str; 4] = ["interval", "timeout", "start-period", "start-interval"];
 
 fn dispatch(req: &mut Request<'_>) -> Result<Instruction, ErrorKind> {
     let name = go_to_lower(&req.record.command.keyword);
@@ -482,10 +547,11 @@ fn parse_healthcheck(req: &mut Request<'_>) -> Result<Healthcheck, ErrorKind> {
     }
     let mut test = vec![if req.json { "CMD" } else { "CMD-SHELL" }.to_string()];
     test.extend(command);
-    let interval = duration_flag(req, "interval")?;
-    let timeout = duration_flag(req, "timeout")?;
-    let start_period = duration_flag(req, "start-period")?;
-    let start_interval = duration_flag(req, "start-interval")?;
+    let [interval, timeout, start_period, start_interval] = DURATION_FLAGS;
+    let interval = duration_flag(req, interval)?;
+    let timeout = duration_flag(req, timeout)?;
+    let start_period = duration_flag(req, start_period)?;
+    let start_interval = duration_flag(req, start_interval)?;
     let retries = match req.flags.value("retries") {
         None => 0,
         Some(value) => {
@@ -605,7 +671,8 @@ pub(super) fn dockerfile_from_ast(ast: &Ast) -> Result<Dockerfile, ParseError> {
                     && stages.iter().any(|s| s.name() == Some(name.as_str()))
                 {
                     let kind = ErrorKind::DuplicateStageName { name: name.clone() };
-                    return Err(ParseError::new(record.span, kind));
+                    let focus = record.focus(Subject::Argument(2));
+                    return Err(ParseError::new(record.span.with_focus(focus), kind));
                 }
                 let comment = from
                     .name
@@ -619,17 +686,18 @@ pub(super) fn dockerfile_from_ast(ast: &Ast) -> Result<Dockerfile, ParseError> {
             }
             other => {
                 let Some(stage) = stages.last_mut() else {
-                    return Err(ParseError::new(record.span, ErrorKind::NoStage));
+                    let focus = record.focus(Subject::Keyword);
+                    return Err(ParseError::new(
+                        record.span.with_focus(focus),
+                        ErrorKind::NoStage,
+                    ));
                 };
                 stage.instructions.push(spanned(record, other));
             }
         }
     }
     if stages.is_empty() {
-        return Err(ParseError {
-            span: Some(ast.span()),
-            kind: ErrorKind::NoStages,
-        });
+        return Err(ParseError::new(ast.span(), ErrorKind::NoStages));
     }
     Ok(Dockerfile {
         meta_args,
