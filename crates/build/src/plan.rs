@@ -585,7 +585,12 @@ pub fn plan(
         images,
         global: &global,
         plan_index: &plan_index,
-        declared: BTreeSet::new(),
+        // A global ARG consumes its --build-arg (in FROM lines), as the classic builder counts.
+        declared: df
+            .meta_args
+            .iter()
+            .flat_map(|a| a.value.args.iter().map(|d| d.name.clone()))
+            .collect(),
         warnings: Vec::new(),
     };
     let mut stages: Vec<PlannedStage> = Vec::new();

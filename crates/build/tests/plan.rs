@@ -157,9 +157,8 @@ fn global_args_are_seen_by_from_only_until_redeclared() {
     insta::assert_snapshot!(dump_plan(SCOPING, &options(&[], None)));
 }
 
-/// `BASE` is listed as unused although the global `ARG BASE` consumed it in `FROM $BASE`
-/// (the classic builder, which strata follows here, counts global ARGs as references):
-/// a planner issue, kept visible in this snapshot until it is fixed.
+/// `BASE`, consumed by the global `ARG BASE` in `FROM $BASE`, is not reported as unused (the
+/// classic builder, which strata follows here, counts global ARGs as used); `UNUSED` is.
 #[test]
 fn build_args_override_defaults_global_and_local() {
     let opts = options(
