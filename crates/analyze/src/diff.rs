@@ -72,20 +72,17 @@ fn instructions(source: &ImageSource) -> Vec<String> {
 
 /// Compares the layers of two images (no layer is read: manifests tell it all).
 pub fn diff(a: &ImageSource, b: &ImageSource) -> ImageDiff {
-    let in_a: HashMap<String, usize> = a
-        .layers
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, l)| (l.digest.to_string(), i))
-        .collect();
-    let in_b: HashMap<String, usize> = b
-        .layers
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, l)| (l.digest.to_string(), i))
-        .collect();
+    // Blob digest → its first position in the image.
+    let positions = |image: &ImageSource| -> HashMap<String, usize> {
+        image
+            .layers
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, l)| (l.digest.to_string(), i))
+            .collect()
+    };
+    let (in_a, in_b) = (positions(a), positions(b));
     let a_diff_ids: BTreeSet<String> = a
         .layers
         .iter()
@@ -206,42 +203,34 @@ fn layer_rows(layers: &[DiffLayer], header: &[&str]) -> String {
 
 /// The comparison for a terminal.
 pub fn render_diff(d: &ImageDiff) -> String {
-    let sum = |ls: &[DiffLayer]| ls.iter().map(|l| l.compressed_size).sum::<u64>();
     let mut out = String::new();
     out.push_str(&format!("A: {}\nB: {}\n", d.image_a, d.image_b));
-    out.push_str(&format!(
-        "\nShared layers: {} ({})\n",
-        d.shared.len(),
-        human_size(sum(&d.shared))
-    ));
-    if !d.shared.is_empty() {
-        out.push_str(&layer_rows(
-            &d.shared,
-            &["A", "B", "DIGEST", "COMPRESSED", "INSTRUCTION"],
+    let mut section = |title: &str, layers: &[DiffLayer], headers: &[&str]| {
+        let bytes: u64 = layers.iter().map(|l| l.compressed_size).sum();
+        out.push_str(&format!(
+            "\n{title}: {} ({})\n",
+            layers.len(),
+            human_size(bytes)
         ));
-    }
-    out.push_str(&format!(
-        "\nOnly in B: {} ({})\n",
-        d.only_b.len(),
-        human_size(sum(&d.only_b))
-    ));
-    if !d.only_b.is_empty() {
-        out.push_str(&layer_rows(
-            &d.only_b,
-            &["B", "DIGEST", "COMPRESSED", "INSTRUCTION"],
-        ));
-    }
-    out.push_str(&format!(
-        "\nOnly in A: {} ({})\n",
-        d.only_a.len(),
-        human_size(sum(&d.only_a))
-    ));
-    if !d.only_a.is_empty() {
-        out.push_str(&layer_rows(
-            &d.only_a,
-            &["A", "DIGEST", "COMPRESSED", "INSTRUCTION"],
-        ));
-    }
+        if !layers.is_empty() {
+            out.push_str(&layer_rows(layers, headers));
+        }
+    };
+    section(
+        "Shared layers",
+        &d.shared,
+        &["A", "B", "DIGEST", "COMPRESSED", "INSTRUCTION"],
+    );
+    section(
+        "Only in B",
+        &d.only_b,
+        &["B", "DIGEST", "COMPRESSED", "INSTRUCTION"],
+    );
+    section(
+        "Only in A",
+        &d.only_a,
+        &["A", "DIGEST", "COMPRESSED", "INSTRUCTION"],
+    );
     if !d.same_content_other_blob.is_empty() {
         out.push_str(&format!(
             "\nNote: {} of B's layers have content A already holds under another digest (other compression); a pull transfers them anyway.\n",

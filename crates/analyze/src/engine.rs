@@ -13,7 +13,7 @@ use oci::DiffId;
 use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::tarwalk::{Kind, Streamed, TarWalker, WalkError, clean_path};
+use layer::tar::{Kind, ReadError, TarReader, clean_path};
 
 /// A non-directory entry of a layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,9 +47,9 @@ pub(crate) struct ScannedLayer {
 }
 
 /// Reads a layer tar (already decompressed) to its end, keeping only metadata and hashes.
-pub(crate) fn scan_layer<R: Read>(reader: R) -> Result<ScannedLayer, WalkError> {
+pub(crate) fn scan_layer<R: Read>(reader: R) -> Result<ScannedLayer, ReadError> {
     let hashing = layer::HashingReader::new(reader);
-    let mut walker = TarWalker::new(Streamed(hashing));
+    let mut walker = TarReader::new(hashing);
     let mut out = ScannedLayer::default();
     let mut buf = vec![0u8; 128 << 10];
     while let Some(entry) = walker.next_entry()? {
@@ -98,7 +98,7 @@ pub(crate) fn scan_layer<R: Read>(reader: R) -> Result<ScannedLayer, WalkError> 
     }
     // Read to the end, so the diff id and size cover the whole stream (and a verifying
     // reader underneath gets to check its digest).
-    let mut rest = walker.into_inner().0;
+    let mut rest = walker.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())?;
     let (digest, len, _) = rest.finish();
     out.tar_size = len;

@@ -22,7 +22,6 @@ mod engine;
 mod html;
 mod report;
 mod source;
-mod tarwalk;
 pub mod units;
 
 use std::io::BufReader;

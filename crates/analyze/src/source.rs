@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use layer::tar::{Kind, TarReader, clean_path};
 use oci::{DiffId, Digest, ImageConfig, Index, Manifest, MediaType, Platform, annotations};
 use serde::Deserialize;
 use store::{ImageRecord, Store};
 
-use crate::tarwalk::{Kind, Seekable, TarWalker, clean_path};
 use crate::{AnalyzeError, Result};
 
 /// One layer of an image, as its manifest describes it.
@@ -144,9 +144,9 @@ impl ArchiveIndex {
             ));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
-        let input = Seekable::new(file.try_clone().map_err(|e| io_err(path, e))?)
-            .map_err(|e| io_err(path, e))?;
-        let mut walker = TarWalker::new(input);
+        let input =
+            BufReader::with_capacity(64 << 10, file.try_clone().map_err(|e| io_err(path, e))?);
+        let mut walker = TarReader::seeking(input).map_err(|e| io_err(path, e))?;
         let mut files = HashMap::new();
         let mut links = HashMap::new();
         while let Some(entry) = walker
@@ -158,7 +158,7 @@ impl ArchiveIndex {
             };
             match entry.kind {
                 Kind::File => {
-                    files.insert(name, (walker.get_ref().position(), entry.size));
+                    files.insert(name, (walker.position(), entry.size));
                 }
                 Kind::Symlink | Kind::Hardlink => {
                     let target = String::from_utf8_lossy(&entry.link).into_owned();

@@ -10,7 +10,6 @@
 
 mod load;
 mod save;
-mod sniff;
 
 pub use load::{Loaded, load_dir, load_tar};
 pub use save::{ArchiveFormat, SaveItem, save};
@@ -51,15 +50,4 @@ pub enum ArchiveError {
 
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| ArchiveError::Io {
-            context: context(),
-            source,
-        })
-    }
-}
+oci::io_context!(ArchiveError);

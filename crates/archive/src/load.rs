@@ -1,14 +1,14 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use layer::Sniffed;
 use oci::{
     Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Platform, Reference, annotations,
 };
 use serde::Deserialize;
 use store::{LayerInfo, Store};
 
-use crate::sniff::{DiffIdSniffer, Sniffed, copy_sniffing};
 use crate::{ArchiveError, IoContext, Result};
 
 /// One image an archive held, now in the store.
@@ -191,8 +191,8 @@ fn ingest_blob(
 ) -> Result<()> {
     let named = digest_from_blob_path(path);
     let mut writer = store.blob_writer()?;
-    let mut sniffer = DiffIdSniffer::new();
-    copy_sniffing(entry, &mut writer, &mut sniffer)
+    let sniffed = layer::copy_sniffing(entry, &mut writer, true, &|_| {})
+        .map_err(layer::CopyError::into_io)
         .ctx(|| format!("reading {path} from the archive (truncated?)"))?;
     writer.flush().ctx(|| format!("storing {path}"))?;
     let (digest, size) = match &named {
@@ -206,7 +206,7 @@ fn ingest_blob(
         })?,
         None => writer.commit(None)?,
     };
-    if let Some(s) = sniffer.finish() {
+    if let Some(s) = sniffed {
         ingested.sniffed.insert(digest.clone(), s);
     }
     ingested.blobs.insert(path.to_string(), (digest, size));
@@ -221,17 +221,7 @@ fn digest_from_blob_path(path: &str) -> Option<Digest> {
 
 /// Cleans an archive path: no leading `/` or `./`, no `..` escaping the archive root.
 fn normalize(path: &str) -> Option<String> {
-    let mut parts: Vec<String> = Vec::new();
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
+    layer::tar::clean_path(path.as_bytes())
 }
 
 fn parse_metadata<T: for<'de> Deserialize<'de>>(ingested: &Ingested, name: &str) -> Result<T> {

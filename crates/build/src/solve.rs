@@ -51,21 +51,6 @@ fn step_error(step: &Step, message: impl Into<String>) -> BuildError {
     }
 }
 
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// Everything a build needs besides the plan.
 pub struct BuildRequest<'a> {
     pub store: &'a Store,
@@ -1004,14 +989,14 @@ impl Solver<'_> {
                         epoch,
                         unpack: group.unpack,
                     };
-                    let unpacks = copy::copy(&src, &spec).map_err(|e| chain(&e))?;
+                    let unpacks = copy::copy(&src, &spec).map_err(|e| oci::error_chain(&e))?;
                     done.push((unpacks, src));
                 }
                 Ok(done)
             },
             |done| {
                 for (unpacks, src) in done {
-                    unpacks.run(&src).map_err(|e| chain(&e))?;
+                    unpacks.run(&src).map_err(|e| oci::error_chain(&e))?;
                 }
                 Ok(())
             },
@@ -1219,7 +1204,7 @@ impl Solver<'_> {
             std::process::Stdio::piped(),
             std::process::Stdio::piped(),
         )
-        .map_err(|e| step_error(step, chain(&e)))?;
+        .map_err(|e| step_error(step, oci::error_chain(&e)))?;
         let tail = Mutex::new(Tail::default());
         let status = std::thread::scope(|scope| {
             let readers: Vec<Box<dyn Read + Send>> = [
@@ -1451,7 +1436,11 @@ impl Solver<'_> {
         for l in squashed {
             let blob = BufReader::with_capacity(1 << 20, self.req.store.open_blob(&l.blob.digest)?);
             layer::apply(blob, &pending.fs(), mode).map_err(|e| {
-                BuildError::Other(format!("squashing layer {}: {}", l.blob.digest, chain(&e)))
+                BuildError::Other(format!(
+                    "squashing layer {}: {}",
+                    l.blob.digest,
+                    oci::error_chain(&e)
+                ))
             })?;
         }
         let base = StageRun {

@@ -2,41 +2,20 @@
 //! "N minutes ago", its ellipsis and its table layout (Go's tabwriter with docker's settings).
 
 /// docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits,
-/// Go's `%g` formatting.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut unit = 0;
-    while size >= 1000.0 && unit < UNITS.len() - 1 {
-        size /= 1000.0;
-        unit += 1;
-    }
-    format!("{}{}", go_format_g(size, 3), UNITS[unit])
-}
+/// Go's `%g` formatting. One implementation, shared with `strata analyze`.
+pub use analyze::units::human_size;
 
-/// Go's `fmt.Sprintf("%.*g", precision, x)` for non-negative finite x.
-fn go_format_g(x: f64, precision: usize) -> String {
-    if x == 0.0 {
-        return "0".to_string();
+/// The error and its causes on one line each, without repeating a cause that the message
+/// already includes.
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(&format!("\n  caused by: {c}"));
+        }
     }
-    let sci = format!("{:.*e}", precision - 1, x);
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= precision as i32 {
-        let mantissa = trim_fraction_zeros(mantissa);
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
-    }
-    let decimals = (precision as i32 - 1 - exp).max(0) as usize;
-    trim_fraction_zeros(&format!("{x:.decimals$}")).to_string()
-}
-
-fn trim_fraction_zeros(s: &str) -> &str {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        s
-    }
+    out
 }
 
 /// docker's `units.HumanDuration`, as used for "CREATED" columns (callers add " ago").

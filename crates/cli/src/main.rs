@@ -81,21 +81,8 @@ fn main() -> ExitCode {
     match commands::run(&ctx, cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("Error: {}", render_error(&err));
+            eprintln!("Error: {}", format::render_error(&err));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line each, without repeating a cause that the message
-/// already includes.
-fn render_error(err: &anyhow::Error) -> String {
-    let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(&format!("\n  caused by: {c}"));
-        }
-    }
-    out
 }

@@ -21,7 +21,7 @@ use rustix::io::Errno;
 use crate::compression::decompress;
 use crate::fsx::{self, At};
 use crate::hashing::HashingReader;
-use crate::reader::{Kind, RawEntry, ReadError, TarReader};
+use crate::tar::{Kind, RawEntry, ReadError, TarReader};
 use crate::{LayerError, LayerStats, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
@@ -466,24 +466,7 @@ impl Applier {
                     .parent_dir(parent, true)
                     .map_err(io_err)?
                     .ok_or_else(|| entry_io(shown, io::Error::from(io::ErrorKind::NotFound)))?;
-                let at = At::new(parent_fd.as_fd(), target);
-                match at.stat_if_exists().map_err(io_err)? {
-                    // The layer's own entries survive its whiteouts; a directory of its own
-                    // must then hide everything below it.
-                    Some(info) if info.is_dir() => {
-                        let dir = at.open_dir().map_err(io_err)?;
-                        set_opaque(dir.as_fd()).map_err(io_err)
-                    }
-                    Some(_) => Ok(()),
-                    None => rustix::fs::mknodat(
-                        at.dir,
-                        target,
-                        FileType::CharacterDevice,
-                        Mode::empty(),
-                        rustix::fs::makedev(0, 0),
-                    )
-                    .map_err(|err| io_err(err.into())),
-                }
+                mark_whiteout(At::new(parent_fd.as_fd(), target)).map_err(io_err)
             }
             ApplyMode::Flatten => {
                 let Some(parent_fd) = self.parent_dir(parent, false).map_err(io_err)? else {
@@ -505,21 +488,7 @@ impl Applier {
                     .landed_path(parent_fd.as_fd(), target)
                     .map_err(io_err)?;
                 self.remove_lower(at, &rel).map_err(io_err)?;
-                match at.stat_if_exists().map_err(io_err)? {
-                    Some(info) if info.is_dir() => {
-                        let dir = at.open_dir().map_err(io_err)?;
-                        set_opaque(dir.as_fd()).map_err(io_err)
-                    }
-                    Some(_) => Ok(()),
-                    None => rustix::fs::mknodat(
-                        at.dir,
-                        target,
-                        FileType::CharacterDevice,
-                        Mode::empty(),
-                        rustix::fs::makedev(0, 0),
-                    )
-                    .map_err(|err| io_err(err.into())),
-                }
+                mark_whiteout(at).map_err(io_err)
             }
         }
     }
@@ -744,6 +713,24 @@ fn set_opaque(dir: BorrowedFd<'_>) -> io::Result<()> {
     At::itself(dir).set_xattr(OVERLAY_OPAQUE_XATTR, b"y")
 }
 
+/// Leaves overlay's whiteout at `at`: a 0/0 character device when nothing is there. The
+/// layer's own entries survive its whiteouts; a directory of its own must then hide
+/// everything below it.
+fn mark_whiteout(at: At<'_>) -> io::Result<()> {
+    match at.stat_if_exists()? {
+        Some(info) if info.is_dir() => set_opaque(at.open_dir()?.as_fd()),
+        Some(_) => Ok(()),
+        None => rustix::fs::mknodat(
+            at.dir,
+            at.name,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(io::Error::from),
+    }
+}
+
 /// Sets an entry's xattrs. A filesystem that does not support one is warned about, not fatal
 /// (as with docker); anything else is an error.
 fn set_xattrs(at: At<'_>, xattrs: &[(Vec<u8>, Vec<u8>)], shown: &str) -> Result<(), LayerError> {
@@ -891,6 +878,7 @@ mod tests {
             kind: Kind::File,
             path: Vec::new(),
             link: Vec::new(),
+            size: 0,
             mode: 0,
             uid: 1000,
             gid: 1000,

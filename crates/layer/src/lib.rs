@@ -12,7 +12,10 @@
 //! - compression with pinned codec settings ([`Compression`]) and sniffing on read
 //!   ([`decompress`]);
 //! - the digests of the uncompressed stream (diff ids), computed while streaming
-//!   ([`HashingWriter`], [`HashingReader`]).
+//!   ([`HashingWriter`], [`HashingReader`]), also while a blob is being ingested
+//!   ([`copy_sniffing`]);
+//! - reading tar streams from untrusted sources, bounded and with Go's archive/tar semantics
+//!   ([`tar::TarReader`]), for layers and for image archives read in place.
 //!
 //! It never knows about the store, images, manifests or registries: callers hand it readers,
 //! writers and directories. It never holds a layer in memory, and never mounts anything.
@@ -22,7 +25,8 @@ mod compression;
 mod fsx;
 mod hashing;
 mod header;
-mod reader;
+mod sniff;
+pub mod tar;
 mod write;
 
 use std::io;
@@ -30,6 +34,7 @@ use std::io;
 pub use apply::{ApplyMode, apply};
 pub use compression::{Compression, Decompressor, Encoder, decompress};
 pub use hashing::{HashingReader, HashingWriter};
+pub use sniff::{CopyError, Sniffed, copy_sniffing};
 pub use write::{DiffOptions, DiffSource, write_diff, write_merged};
 
 /// The OCI whiteout prefix: `.wh.NAME` deletes `NAME` from the layers below.

@@ -16,7 +16,7 @@ use ureq::http::Method;
 use crate::auth::Scope;
 use crate::client::{BlobPush, Exchange, RegistryClient, reference_part};
 use crate::error::{RegistryError, Result};
-use crate::progress::{Event, Progress, Status};
+use crate::progress::{Event, Progress};
 use crate::pull::parallel;
 use crate::upload::with_query;
 
@@ -86,15 +86,10 @@ pub fn push_cache(
     parallel(&bundle.layers, client.options().parallel, |layer| {
         let sources = store.blob_sources(&layer.digest)?;
         let outcome = client.push_blob(repository, layer, store, &sources, progress)?;
-        let status = match &outcome {
-            BlobPush::Exists => Status::LayerAlreadyExists,
-            BlobPush::Mounted(from) => Status::MountedFrom(from.clone()),
-            BlobPush::Uploaded => Status::Pushed,
-        };
         progress.event(Event::Blob {
             digest: layer.digest.clone(),
             size: layer.size,
-            status,
+            status: outcome.status(),
         });
         if let Ok(mut o) = outcomes.lock() {
             o.push((layer.digest.clone(), outcome));

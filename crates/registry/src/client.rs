@@ -1,6 +1,6 @@
 //! [`RegistryClient`]: the distribution-spec exchanges with one registry, with auth and retries.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +60,17 @@ pub enum BlobPush {
     Mounted(String),
     /// Uploaded.
     Uploaded,
+}
+
+impl BlobPush {
+    /// The status docker shows for a layer pushed this way.
+    pub(crate) fn status(&self) -> Status {
+        match self {
+            BlobPush::Exists => Status::LayerAlreadyExists,
+            BlobPush::Mounted(from) => Status::MountedFrom(from.clone()),
+            BlobPush::Uploaded => Status::Pushed,
+        }
+    }
 }
 
 /// How a mount request ended.
@@ -1204,86 +1215,26 @@ pub(crate) fn redact_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-enum StreamError {
-    /// Reading from the network failed.
-    Source(io::Error),
-    /// Writing to the store failed.
-    Sink(io::Error),
-}
-
-/// Writes everything it reads to the blob writer, and remembers which side failed.
-struct Tee<'a, R> {
-    src: R,
-    dst: &'a mut store::BlobWriter,
-    on_bytes: &'a dyn Fn(u64),
-    total: u64,
-    failed: Option<StreamError>,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.src.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => {
-                let copy = io::Error::new(e.kind(), e.to_string());
-                self.failed = Some(StreamError::Source(e));
-                return Err(copy);
-            }
-        };
-        if let Err(e) = self.dst.write_all(&buf[..n]) {
-            let copy = io::Error::new(e.kind(), e.to_string());
-            self.failed = Some(StreamError::Sink(e));
-            return Err(copy);
-        }
-        self.total += n as u64;
-        if n > 0 {
-            (self.on_bytes)(self.total);
-        }
-        Ok(n)
-    }
-}
+/// Which side of a blob download failed: `Source` is the network, `Sink` the store.
+type StreamError = layer::CopyError;
 
 /// Copies `src` into the blob writer; with `sniff`, also decompresses the stream on the fly
-/// (gzip, zstd or plain, as `layer::decompress` detects) and hashes it: the diff id and the
-/// uncompressed size. A stream that does not decompress is simply not sniffed.
+/// and hashes it, in the same pass: the diff id and the uncompressed size. A stream that does
+/// not decompress is simply not sniffed.
 fn stream_into<R: Read>(
     src: R,
     dst: &mut store::BlobWriter,
     sniff: bool,
     on_bytes: &dyn Fn(u64),
 ) -> std::result::Result<Option<(DiffId, u64)>, StreamError> {
-    let mut tee = Tee {
-        src,
-        dst,
-        on_bytes,
-        total: 0,
-        failed: None,
-    };
-    let mut sniffed = None;
-    if sniff {
-        let reader = BufReader::with_capacity(256 << 10, &mut tee);
-        if let Ok(mut dec) = layer::decompress(reader) {
-            let mut hashing = layer::HashingWriter::new(io::sink());
-            if io::copy(&mut dec, &mut hashing).is_ok() {
-                let (digest, size, _) = hashing.finish();
-                sniffed = Some((DiffId(digest), size));
-            }
-        }
-    }
-    if let Some(failed) = tee.failed.take() {
-        return Err(failed);
-    }
-    let drained = io::copy(&mut tee, &mut io::sink());
-    if let Some(failed) = tee.failed.take() {
-        return Err(failed);
-    }
-    drained.map_err(StreamError::Source)?;
-    Ok(sniffed)
+    let sniffed = layer::copy_sniffing(src, dst, sniff, on_bytes)?;
+    Ok(sniffed.map(|s| (s.diff_id, s.uncompressed_size)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{self, Write};
+
     use super::*;
 
     #[test]

@@ -127,18 +127,7 @@ fn detail_suffix(detail: &str) -> String {
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| RegistryError::Io {
-            context: context(),
-            source,
-        })
-    }
-}
+oci::io_context!(RegistryError);
 
 /// The registry's own explanation from a distribution-spec error body
 /// (`{"errors":[{"code":"…","message":"…"}]}`), shortened to one line.

@@ -123,15 +123,10 @@ pub fn push_image(
         let sources = store.blob_sources(&desc.digest)?;
         let outcome = client.push_blob(repository, desc, store, &sources, progress)?;
         if report {
-            let status = match &outcome {
-                BlobPush::Exists => Status::LayerAlreadyExists,
-                BlobPush::Mounted(from) => Status::MountedFrom(from.clone()),
-                BlobPush::Uploaded => Status::Pushed,
-            };
             progress.event(Event::Blob {
                 digest: desc.digest.clone(),
                 size: desc.size,
-                status,
+                status: outcome.status(),
             });
         }
         if let Ok(mut o) = outcomes.lock() {

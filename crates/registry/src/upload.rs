@@ -44,6 +44,21 @@ struct Counting<'a, R> {
     progress: &'a dyn Progress,
 }
 
+impl<'a, R> Counting<'a, R> {
+    /// Counts `desc`'s bytes from its start.
+    fn new(inner: R, desc: &'a Descriptor, progress: &'a dyn Progress) -> Self {
+        Counting {
+            inner,
+            read: 0,
+            base: 0,
+            total: desc.size,
+            local_error: None,
+            digest: &desc.digest,
+            progress,
+        }
+    }
+}
+
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
@@ -177,15 +192,8 @@ fn monolithic(
     scopes: &[Scope],
     progress: &dyn Progress,
 ) -> std::result::Result<(), Ended> {
-    let mut reader = Counting {
-        inner: store.open_blob(&desc.digest).map_err(RegistryError::from)?,
-        read: 0,
-        base: 0,
-        total: desc.size,
-        local_error: None,
-        digest: &desc.digest,
-        progress,
-    };
+    let blob = store.open_blob(&desc.digest).map_err(RegistryError::from)?;
+    let mut reader = Counting::new(blob, desc, progress);
     let put_url = with_query(url, "digest", &desc.digest.to_string());
     let headers = [("content-type", "application/octet-stream".to_string())];
     let sent = client.send_stream(
@@ -259,15 +267,7 @@ fn chunked(
     let chunk = client.options().chunk_size.max(1);
     let retry = client.options().retry.clone();
     let open = || store.open_blob(&desc.digest).map_err(RegistryError::from);
-    let mut reader = Counting {
-        inner: open()?,
-        read: 0,
-        base: 0,
-        total: desc.size,
-        local_error: None,
-        digest: &desc.digest,
-        progress,
-    };
+    let mut reader = Counting::new(open()?, desc, progress);
     let mut offset = 0u64;
     let mut failures = 0u32;
     while offset < desc.size {

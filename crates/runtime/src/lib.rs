@@ -57,18 +57,7 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| RuntimeError::Io {
-            context: context(),
-            source,
-        })
-    }
-}
+oci::io_context!(RuntimeError);
 
 /// Looks a container up by id, id prefix or name.
 pub fn find(store: &store::Store, query: &str) -> Result<store::ContainerRecord> {

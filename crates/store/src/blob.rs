@@ -1,6 +1,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
+use layer::HashingWriter;
 use oci::{Digest, Sha256Hasher};
 
 use crate::{IoContext, Result, Store, StoreError, sync_dir};
@@ -11,9 +12,7 @@ use crate::{IoContext, Result, Store, StoreError, sync_dir};
 /// temp file is removed, so a failed ingest leaves nothing visible.
 pub struct BlobWriter {
     store: Store,
-    file: BufWriter<tempfile::NamedTempFile>,
-    hasher: Sha256Hasher,
-    size: u64,
+    file: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
 }
 
 impl BlobWriter {
@@ -24,22 +23,19 @@ impl BlobWriter {
             .ctx(|| format!("creating a temp file in {}", store.tmp_dir().display()))?;
         Ok(BlobWriter {
             store: store.clone(),
-            file: BufWriter::with_capacity(1 << 20, tmp),
-            hasher: Sha256Hasher::new(),
-            size: 0,
+            file: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
         })
     }
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.size
+        self.file.bytes_written()
     }
 
     /// Finishes the blob. `expected` (digest and optionally size) is checked before anything
     /// becomes visible; a blob that is already present is success.
     pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<(Digest, u64)> {
-        let digest = self.hasher.finish();
-        let size = self.size;
+        let (digest, size, file) = self.file.finish();
         if let Some((want, want_size)) = expected
             && (want != &digest || want_size.is_some_and(|s| s != size))
         {
@@ -55,11 +51,7 @@ impl BlobWriter {
             return Ok((digest, size));
         }
         let ctx = || format!("storing blob {digest}");
-        let tmp = self
-            .file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .ctx(ctx)?;
+        let tmp = file.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
         tmp.as_file().sync_all().ctx(ctx)?;
         tmp.persist(&target).map_err(|e| e.error).ctx(ctx)?;
         sync_dir(&self.store.blobs_dir())?;
@@ -69,10 +61,7 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -1,7 +1,7 @@
 use oci::{Descriptor, DiffId, Digest};
 use serde::{Deserialize, Serialize};
 
-use crate::{IoContext, Result, Store, write_atomic};
+use crate::{IoContext, Result, Store, read_dir_if_exists, write_atomic};
 
 /// What one build step produced, found again by its cache key. Metadata-only steps produce
 /// no record (they are recomputed, which costs nothing).
@@ -60,10 +60,8 @@ impl Store {
     /// Every cache record, for garbage collection's marking and for cache export.
     pub fn cache_records(&self) -> Result<Vec<(Digest, CacheRecord)>> {
         let dir = self.cache_dir();
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        let Some(rd) = read_dir_if_exists(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in rd.flatten() {

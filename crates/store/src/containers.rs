@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use oci::{ContainerConfig, Descriptor};
 use serde::{Deserialize, Serialize};
 
-use crate::{IoContext, Result, Store, StoreError};
+use crate::{IoContext, Result, Store, StoreError, read_dir_if_exists};
 
 /// The lock on the set of container names, released when dropped.
 #[derive(Debug)]
@@ -207,10 +207,8 @@ impl Store {
     /// Every container record, oldest first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
         let dir = self.containers_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        let Some(entries) = read_dir_if_exists(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {

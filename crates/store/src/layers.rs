@@ -5,17 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{IoContext, Result, Store, StoreError, write_atomic};
 
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
-}
-
 /// What the store knows about a layer blob beyond its digest: the digest and size of its
 /// uncompressed tar. Recorded when the blob is ingested (the ingest computes both anyway), so
 /// sizes and diff ids never need a second decompression.
@@ -35,7 +24,7 @@ impl Store {
     ) -> Result<(oci::Descriptor, DiffId)> {
         let writer = self.blob_writer()?;
         let (stats, writer) = layer::write_diff(source, opts, writer).map_err(|source| {
-            StoreError::Invalid(format!("writing a layer: {}", error_chain(&source)))
+            StoreError::Invalid(format!("writing a layer: {}", oci::error_chain(&source)))
         })?;
         let (digest, size) = writer.commit(None)?;
         self.put_layer_info(

@@ -92,18 +92,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| StoreError::Io {
-            context: context(),
-            source,
-        })
-    }
-}
+oci::io_context!(StoreError);
 
 const CONTENT_DIR: &str = "content";
 const SNAPSHOTS_DIR: &str = "snapshots-v1";
@@ -188,6 +177,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .ctx(|| format!("syncing {}", dir.display()))
+}
+
+/// The entries of one of the store's record directories (containers, volumes, cache keys);
+/// `None` when it has not been made yet. Any other failure names the directory.
+pub(crate) fn read_dir_if_exists(dir: &Path) -> Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("listing {}", dir.display())),
+    }
 }
 
 #[cfg(test)]

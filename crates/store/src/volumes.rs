@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::containers::is_valid_name;
-use crate::{IoContext, Result, Store, StoreError};
+use crate::{IoContext, Result, Store, StoreError, read_dir_if_exists};
 
 pub(crate) const VOLUMES_DIR: &str = "volumes-v1";
 const META: &str = "meta.json";
@@ -87,10 +87,8 @@ impl Store {
     /// Every volume, by name.
     pub fn volumes(&self) -> Result<Vec<Volume>> {
         let dir = self.volumes_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        let Some(entries) = read_dir_if_exists(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {

@@ -5,12 +5,10 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::registry::read_head;
+use crate::registry::{Acceptor, read_head};
 
 /// What the server answers for a path.
 #[derive(Clone, Debug)]
@@ -33,8 +31,7 @@ struct State {
 pub struct FileServer {
     addr: SocketAddr,
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Default for FileServer {
@@ -51,25 +48,11 @@ impl FileServer {
             routes: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(&st, conn);
-                });
-            }
-        });
+        let acceptor = Acceptor::start(listener, state.clone(), serve);
         FileServer {
             addr,
             state,
-            stop,
-            handle: Some(handle),
+            _acceptor: acceptor,
         }
     }
 
@@ -99,16 +82,6 @@ impl FileServer {
     /// Requests served, as `METHOD PATH STATUS`.
     pub fn requests(&self) -> Vec<String> {
         self.state.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 

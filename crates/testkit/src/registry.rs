@@ -343,8 +343,7 @@ struct ProxyState {
 /// (`METHOD PATH?QUERY`), and can demand Bearer tokens and inject [`Faults`].
 pub struct Proxy {
     state: Arc<ProxyState>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Proxy {
@@ -359,24 +358,10 @@ impl Proxy {
             tokens: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let _ = handle_connection(&st, conn);
-                });
-            }
-        });
+        let acceptor = Acceptor::start(listener, state.clone(), handle_connection);
         Proxy {
             state,
-            stop,
-            handle: Some(handle),
+            _acceptor: acceptor,
         }
     }
 
@@ -400,10 +385,46 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
+/// Accepts connections on a loopback listener, each served on its own thread, until dropped.
+pub(crate) struct Acceptor {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    pub(crate) fn start<S: Send + Sync + 'static>(
+        listener: TcpListener,
+        state: Arc<S>,
+        serve: fn(&S, TcpStream) -> std::io::Result<()>,
+    ) -> Acceptor {
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sp = stop.clone();
+        let handle = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let st = state.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(&st, conn);
+                });
+            }
+        });
+        Acceptor {
+            addr,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.state.addr);
+        let _ = TcpStream::connect(self.addr);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -14,7 +14,7 @@ use store::{ContainerRecord, ImageRecord, Store};
 
 use super::archives::{created_now, parse_compression, source_date_epoch};
 use super::{Context, now_seconds};
-use crate::format::{Table, ellipsis, human_duration, since};
+use crate::format::{Table, ellipsis, human_duration, render_error, since};
 
 /// `strata run`: docker's flags. `-h` is the hostname, as in docker, so help is `--help` only.
 #[derive(Args, Debug)]
@@ -90,23 +90,12 @@ pub struct RunArgs {
 /// docker's exit status when the runtime itself fails.
 const EXIT_RUNTIME: u8 = 125;
 
-fn render(err: &anyhow::Error) -> String {
-    let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(&format!("\n  caused by: {c}"));
-        }
-    }
-    out
-}
-
 /// `strata run`: exits with the command's exit code, or 125 when strata could not run it.
 pub fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode> {
     match run_inner(ctx, args) {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("Error: {}", render(&e));
+            eprintln!("Error: {}", render_error(&e));
             Ok(ExitCode::from(EXIT_RUNTIME))
         }
     }
@@ -368,7 +357,7 @@ fn for_each(names: &[String], mut each: impl FnMut(&str) -> Result<()>) -> Resul
     let mut failed = 0;
     for n in names {
         if let Err(e) = each(n) {
-            eprintln!("Error response from daemon: {}", render(&e));
+            eprintln!("Error response from daemon: {}", render_error(&e));
             failed += 1;
         }
     }

@@ -561,23 +561,28 @@ RUN rm /bin/vi && mkdir -p /d && echo d > /d/f
 #[test]
 fn the_layer_limit_stops_builds_before_they_run_and_can_be_raised() {
     let mut df = String::from("FROM base\n");
-    for i in 0..129 {
+    for i in 0..138 {
         df.push_str(&format!("RUN touch /f{i}\n"));
     }
-    df.push_str("RUN ls / | grep -c '^f[0-9]' > /count\n");
+    df.push_str("RUN ls / | grep -c '^f[0-9]' > /count\nCMD [\"cat\", \"/count\"]\n");
     let b = Build::new(&df);
     let err = b.fails(&[]);
     assert!(
-        err.contains("131 layers") && err.contains("limit of 127") && err.contains("--squash"),
+        err.contains("140 layers") && err.contains("limit of 127") && err.contains("--squash"),
         "{err}"
     );
     assert!(!err.contains("RUN touch /f0"), "nothing ran: {err}");
     b.build(&["--max-layers", "200", "-t", "deep"]);
-    assert_eq!(layer_count(&b.env, "deep"), 131);
+    assert_eq!(layer_count(&b.env, "deep"), 140);
     assert_eq!(
         b.read("deep", "/count"),
-        "129\n",
-        "the last RUN saw all 130 layers below it"
+        "138\n",
+        "the last RUN saw all the layers below it"
+    );
+    assert_eq!(
+        b.env.ok(&["run", "--rm", "deep"]),
+        "138\n",
+        "a container runs over 140 layers"
     );
     b.build(&["--squash", "-t", "deep-squashed"]);
     assert_eq!(layer_count(&b.env, "deep-squashed"), 2);

@@ -191,6 +191,17 @@ impl Linter<'_> {
         self.out.push(finding(rule, span, message));
     }
 
+    /// `ENV key value` and `LABEL key value`: the legacy form without `=`.
+    fn report_legacy_key_value(&mut self, keyword: &str, span: Span) {
+        self.report(
+            "LegacyKeyValueFormat",
+            span,
+            format!(
+                "\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"
+            ),
+        );
+    }
+
     fn expand(&self, word: &str, env: &Env) -> Option<Expansion> {
         self.expander.process(word, env).ok()
     }
@@ -594,11 +605,7 @@ impl Linter<'_> {
                 let mut updates = Vec::new();
                 for kv in pairs {
                     if kv.no_delimiter {
-                        self.report(
-                            "LegacyKeyValueFormat",
-                            span,
-                            format!("\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"),
-                        );
+                        self.report_legacy_key_value(&keyword, span);
                     }
                     let key = self.expand_checked(&before, &kv.key, span);
                     let value = self.expand_checked(&before, &kv.value, span);
@@ -612,11 +619,7 @@ impl Linter<'_> {
             Instruction::Label(pairs) => {
                 for kv in pairs {
                     if kv.no_delimiter {
-                        self.report(
-                            "LegacyKeyValueFormat",
-                            span,
-                            format!("\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"),
-                        );
+                        self.report_legacy_key_value(&keyword, span);
                     }
                     self.expand_checked(st, &kv.key, span);
                     self.expand_checked(st, &kv.value, span);

@@ -1,4 +1,7 @@
-//! A streaming tar reader for untrusted layers.
+//! The streaming tar reader for untrusted input: layers, and image archives read in place.
+//!
+//! This module owns reading tar streams for the whole project (`apply` here, `analyze`
+//! elsewhere); nothing else in strata parses tar headers from a stream.
 //!
 //! The tar crate parses each 512-byte header for us, but we walk the stream ourselves rather
 //! than use its `Archive::entries`: that iterator reads PAX and GNU long-name records into
@@ -13,10 +16,14 @@
 //!   long-name records are honoured; global PAX headers are ignored;
 //! - the archive ends at the first all-zero block (or at a clean EOF between entries).
 //!
+//! Every buffered extension record is capped. Data nobody reads is skipped by reading it, or,
+//! for a reader made with [`TarReader::seeking`], by seeking, so an archive file on disk is
+//! walked without reading the layers it holds.
+//!
 //! Nothing here panics on malformed input; every problem is a [`ReadError`].
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::header::{PAX_XATTR_PREFIX, Pairs};
 
@@ -28,12 +35,14 @@ const MAX_LONG_NAME_BYTES: u64 = 64 << 10;
 /// How many extension headers may precede one entry.
 const MAX_EXTENSION_HEADERS: usize = 64;
 
-/// Why a layer stream could not be read.
-#[derive(Debug)]
-pub(crate) enum ReadError {
+/// Why a tar stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
     /// The stream is not a well-formed tar; `String` says how.
+    #[error("malformed tar: {0}")]
     Malformed(String),
     /// Reading the underlying stream failed (I/O, or a decompression error).
+    #[error("{0}")]
     Io(io::Error),
 }
 
@@ -53,7 +62,7 @@ fn malformed<T>(msg: impl Into<String>) -> Result<T, ReadError> {
 
 /// The kinds of entries a layer may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     File,
     Dir,
     Symlink,
@@ -64,11 +73,14 @@ pub(crate) enum Kind {
 }
 
 /// One entry's metadata, extension headers already folded in.
-#[derive(Debug)]
-pub(crate) struct RawEntry {
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RawEntry {
     pub kind: Kind,
     pub path: Vec<u8>,
     pub link: Vec<u8>,
+    /// Bytes of data the entry carries: 0 for every type but regular files.
+    pub size: u64,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
@@ -76,25 +88,41 @@ pub(crate) struct RawEntry {
     pub dev_major: u32,
     pub dev_minor: u32,
     /// `SCHILY.xattr.*` records, name without the prefix.
-    pub xattrs: Pairs,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-pub(crate) struct TarReader<R> {
+/// Reads a tar stream entry by entry: [`TarReader::next_entry`], then (optionally) the entry's
+/// data with [`TarReader::read_data`].
+pub struct TarReader<R> {
     inner: R,
     /// Unread data of the current entry.
     remaining: u64,
     /// Padding after the current entry's data, up to the next 512-byte boundary.
     padding: u64,
     finished: bool,
+    /// Bytes consumed from `inner` (read or skipped) since the reader was made.
+    position: u64,
+    /// How skipped data is passed over: `None` reads it.
+    seek: Option<Seeker<R>>,
+}
+
+/// Skipping by seeking, within a stream of known length.
+struct Seeker<R> {
+    forward: fn(&mut R, u64) -> io::Result<()>,
+    /// Bytes from where the reader started to the end of the stream.
+    len: u64,
 }
 
 impl<R: Read> TarReader<R> {
+    /// A reader over any stream; data nobody reads is skipped by reading it.
     pub fn new(inner: R) -> Self {
         TarReader {
             inner,
             remaining: 0,
             padding: 0,
             finished: false,
+            position: 0,
+            seek: None,
         }
     }
 
@@ -168,7 +196,18 @@ impl<R: Read> TarReader<R> {
             return malformed("the stream ends in the middle of a file's data");
         }
         self.remaining -= n as u64;
+        self.position += n as u64;
         Ok(n)
+    }
+
+    /// Bytes consumed from the underlying stream (read or skipped) since this reader was
+    /// made. Right after [`TarReader::next_entry`], it is where the entry's data starts.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 
     /// The underlying stream, positioned after the end-of-archive block once `next_entry` has
@@ -257,6 +296,7 @@ impl<R: Read> TarReader<R> {
             kind,
             path,
             link,
+            size,
             mode,
             uid,
             gid,
@@ -272,6 +312,7 @@ impl<R: Read> TarReader<R> {
         let mut header = tar::Header::new_old();
         let block = header.as_mut_bytes();
         let got = read_full(&mut self.inner, block)?;
+        self.position += got as u64;
         if got == 0 {
             return Ok(None);
         }
@@ -300,6 +341,7 @@ impl<R: Read> TarReader<R> {
         self.start_data(size);
         let mut data = Vec::with_capacity(size as usize);
         (&mut self.inner).take(size).read_to_end(&mut data)?;
+        self.position += data.len() as u64;
         if (data.len() as u64) < size {
             return malformed(format!("the stream ends inside a {what}"));
         }
@@ -311,15 +353,67 @@ impl<R: Read> TarReader<R> {
     fn skip_rest_of_entry(&mut self) -> Result<(), ReadError> {
         let todo = self.remaining.saturating_add(self.padding);
         if todo > 0 {
-            let skipped = io::copy(&mut (&mut self.inner).take(todo), &mut io::sink())?;
-            if skipped < todo {
+            let truncated = match &self.seek {
+                Some(seek) => {
+                    let past_end = self.position.saturating_add(todo) > seek.len;
+                    if !past_end {
+                        (seek.forward)(&mut self.inner, todo)?;
+                    }
+                    past_end
+                }
+                None => io::copy(&mut (&mut self.inner).take(todo), &mut io::sink())? < todo,
+            };
+            if truncated {
                 return malformed("the stream ends in the middle of an entry");
             }
+            self.position += todo;
         }
         self.remaining = 0;
         self.padding = 0;
         Ok(())
     }
+}
+
+impl<R: Read + Seek> TarReader<R> {
+    /// A reader that skips data nobody reads by seeking, so an archive file is walked without
+    /// reading the files it holds. The stream is read from its current position (position 0
+    /// for [`TarReader::position`]); its length is taken now, so an entry that would reach past
+    /// the end is a truncated archive, as when reading. A `BufReader` keeps its buffer across
+    /// short skips.
+    pub fn seeking(mut inner: R) -> io::Result<Self> {
+        let start = inner.stream_position()?;
+        let end = inner.seek(SeekFrom::End(0))?;
+        inner.seek(SeekFrom::Start(start))?;
+        let mut reader = TarReader::new(inner);
+        reader.seek = Some(Seeker {
+            forward: seek_forward::<R>,
+            len: end.saturating_sub(start),
+        });
+        Ok(reader)
+    }
+}
+
+fn seek_forward<R: Seek>(r: &mut R, n: u64) -> io::Result<()> {
+    let delta = i64::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    r.seek_relative(delta)
+}
+
+/// A tar path made relative to the root, `/`-separated, with `.` components and trailing
+/// slashes removed, `..` taken lexically. `None` for the root itself and for paths that climb
+/// above it.
+pub fn clean_path(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// Like `read_exact`, but reports how much was read instead of failing on a short stream.
@@ -727,6 +821,103 @@ mod tests {
         assert!(numeric_field(b"00008\0\0\0", "m").is_err());
         assert!(numeric_field(b"0x10\0\0\0\0", "m").is_err());
         assert!(numeric_field(&[0x80, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "m").is_err());
+    }
+
+    fn walk(bytes: &[u8]) -> Result<Vec<(RawEntry, Vec<u8>)>, ReadError> {
+        let mut w = TarReader::new(bytes);
+        let mut out = Vec::new();
+        while let Some(e) = w.next_entry()? {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 100];
+            loop {
+                let n = w.read_data(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            out.push((e, data));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_testkit_tars_and_long_names() {
+        let long = format!("{}/f", "d".repeat(150));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o600);
+        b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+        let mut bytes = b.into_inner().unwrap();
+        bytes.extend(
+            testkit::TarBuilder::new()
+                .dir("x/")
+                .symlink("x/l", "../t")
+                .finish(),
+        );
+        let got = walk(&bytes).unwrap();
+        // The first archive's end blocks stop the walk, as in Go.
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.path, long.as_bytes());
+        assert_eq!(got[0].1, b"abc");
+        assert_eq!(got[0].0.mode, 0o600);
+
+        let t = testkit::TarBuilder::new()
+            .dir("x/")
+            .file("x/a", b"hello")
+            .symlink("x/l", "a")
+            .hardlink("x/h", "x/a")
+            .finish();
+        let got = walk(&t).unwrap();
+        let kinds: Vec<Kind> = got.iter().map(|(e, _)| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Dir, Kind::File, Kind::Symlink, Kind::Hardlink]
+        );
+        assert_eq!(got[1].0.size, 5);
+        assert_eq!(got[2].0.link, b"a");
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        assert!(walk(&[0x41; 1024]).is_err());
+        let t = testkit::TarBuilder::new().file("a", &[1u8; 700]).finish();
+        for cut in [100, 513, 700, 1100] {
+            assert!(walk(&t[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(walk(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn seeking_skips_like_reading_and_knows_where_data_starts() {
+        let t = testkit::TarBuilder::new()
+            .file("a", &[1u8; 700])
+            .file("b", b"xyz")
+            .finish();
+        let mut r = TarReader::seeking(io::Cursor::new(&t[..])).unwrap();
+        let a = r.next_entry().unwrap().unwrap();
+        assert_eq!((a.size, r.position()), (700, 512));
+        let b = r.next_entry().unwrap().unwrap();
+        assert_eq!((b.size, r.position()), (3, 512 + 1024 + 512));
+        let mut buf = [0u8; 8];
+        let n = r.read_data(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"xyz");
+        assert!(r.next_entry().unwrap().is_none());
+
+        // Cut inside the data being skipped: an error, as when reading.
+        let mut r = TarReader::seeking(io::Cursor::new(&t[..1000])).unwrap();
+        r.next_entry().unwrap();
+        assert!(matches!(r.next_entry(), Err(ReadError::Malformed(_))));
+    }
+
+    #[test]
+    fn paths_are_cleaned_inside_the_root() {
+        assert_eq!(clean_path(b"./a/b/").as_deref(), Some("a/b"));
+        assert_eq!(clean_path(b"/a/./b").as_deref(), Some("a/b"));
+        assert_eq!(clean_path(b"a/../b").as_deref(), Some("b"));
+        assert_eq!(clean_path(b"../x"), None);
+        assert_eq!(clean_path(b"./"), None);
     }
 
     #[test]
