@@ -33,6 +33,9 @@ struct Plan {
 
 fn plan(store: &Store, image: &ImageRecord) -> Result<Plan> {
     let single = || -> Result<Plan> {
+        if let Some(compressed) = compressed_manifest(store, image)? {
+            return Ok(compressed);
+        }
         let desc = Descriptor::new(
             image.manifest_descriptor.media_type.clone(),
             image.manifest_descriptor.digest.clone(),
@@ -83,6 +86,40 @@ fn plan(store: &Store, image: &ImageRecord) -> Result<Plan> {
         children,
         manifests,
     })
+}
+
+/// strata keeps the layers it builds uncompressed (as docker does); like docker, it sends
+/// them gzip-compressed. The manifest pushed then names the compressed twins (made once and
+/// kept by the store), so its digest differs from the local one while the image id (the
+/// config) stays the same.
+fn compressed_manifest(store: &Store, image: &ImageRecord) -> Result<Option<Plan>> {
+    let uncompressed =
+        |m: &oci::MediaType| matches!(m, oci::MediaType::OciLayer | oci::MediaType::DockerLayer);
+    if !image
+        .manifest
+        .layers
+        .iter()
+        .any(|l| uncompressed(&l.media_type))
+    {
+        return Ok(None);
+    }
+    let mut manifest = image.manifest.clone();
+    for l in &mut manifest.layers {
+        *l = store.gzip_twin(l)?;
+    }
+    let bytes = oci::canonical_json(&manifest)
+        .map_err(|e| RegistryError::Unsupported(format!("serializing a manifest: {e}")))?;
+    let digest = store.put_blob(&bytes)?;
+    let desc = Descriptor::new(
+        image.manifest_descriptor.media_type.clone(),
+        digest,
+        bytes.len() as u64,
+    );
+    Ok(Some(Plan {
+        top: (desc, bytes),
+        children: Vec::new(),
+        manifests: vec![manifest],
+    }))
 }
 
 /// Pushes `image` to `target` (`registry/repository:tag`): every layer and config the

@@ -54,7 +54,8 @@ impl Store {
             }
             report.removed.push(Removed::DanglingImage(desc.digest));
         }
-        let marks = self.mark()?;
+        let mut marks = self.mark()?;
+        self.mark_gzip_twins(&mut marks);
         self.sweep_blobs(&marks, &mut report)?;
         self.sweep_snapshots(&marks, &mut report)?;
         report.reclaimed += self.clear_tmp()?;
@@ -129,6 +130,32 @@ impl Store {
             }
         }
         self.sweep_orphan_layer_info(marks)
+    }
+
+    /// Keeps the gzip twins (see `Store::gzip_twin`) of the layers that stay, and forgets the
+    /// twins of the layers that go.
+    fn mark_gzip_twins(&self, marks: &mut Marks) {
+        let dir = self.meta_dir().join("gzip");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let source = entry
+                .file_name()
+                .to_str()
+                .and_then(|hex| Digest::parse_hex(hex).ok());
+            let twin = std::fs::read(entry.path())
+                .ok()
+                .and_then(|d| serde_json::from_slice::<Descriptor>(&d).ok());
+            match (source, twin) {
+                (Some(s), Some(t)) if marks.blobs.contains(&s) => {
+                    marks.blobs.insert(t.digest);
+                }
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     fn sweep_orphan_layer_info(&self, marks: &Marks) -> Result<()> {

@@ -15,6 +15,42 @@ pub struct LayerInfo {
 }
 
 impl Store {
+    /// A gzip-compressed twin of an uncompressed layer blob, made once and remembered
+    /// (`meta-v1/gzip/<blob>`): what a push sends for layers strata keeps uncompressed, as
+    /// docker compresses its layers on the way out. Compressed layers are returned as they are.
+    pub fn gzip_twin(&self, layer: &oci::Descriptor) -> Result<oci::Descriptor> {
+        use oci::MediaType;
+        let gzip_type = match layer.media_type {
+            MediaType::OciLayer => MediaType::OciLayerGzip,
+            MediaType::DockerLayer => MediaType::DockerLayerGzip,
+            _ => return Ok(layer.clone()),
+        };
+        let memo = self.meta_dir().join("gzip").join(layer.digest.hex());
+        if let Ok(data) = std::fs::read(&memo)
+            && let Ok(twin) = serde_json::from_slice::<oci::Descriptor>(&data)
+            && self.has_blob(&twin.digest)
+        {
+            return Ok(twin);
+        }
+        let info = self.layer_info_or_compute(&layer.digest)?;
+        let mut source = BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
+        let writer = self.blob_writer()?;
+        let ctx = || format!("compressing layer {}", layer.digest);
+        let mut encoder = layer::Compression::Gzip
+            .encoder(writer)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", ctx())))?;
+        std::io::copy(&mut source, &mut encoder).ctx(ctx)?;
+        let writer = encoder.finish().ctx(ctx)?;
+        let (digest, size) = writer.commit(None)?;
+        self.put_layer_info(&digest, &info)?;
+        let twin = oci::Descriptor::new(gzip_type, digest, size);
+        if let Some(dir) = memo.parent() {
+            std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomic(self, &memo, &crate::images::canonical(&twin)?)?;
+        Ok(twin)
+    }
+
     /// Writes a layer from a directory straight into the store (compressed as `opts` says),
     /// recording its diff id and size; returns its descriptor and diff id.
     pub fn write_layer(

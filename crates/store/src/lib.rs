@@ -153,6 +153,10 @@ impl Store {
         self.root.join(SNAPSHOTS_DIR)
     }
 
+    pub(crate) fn meta_dir(&self) -> PathBuf {
+        self.root.join(META_DIR)
+    }
+
     pub(crate) fn meta_layers_dir(&self) -> PathBuf {
         self.root.join(META_DIR).join("layers")
     }

@@ -55,8 +55,9 @@ pub struct BuildArgs {
     /// Also export the result: type=docker|oci|tar,dest=FILE or type=local,dest=DIR
     #[arg(short, long = "output", value_name = "type=…,dest=…")]
     outputs: Vec<String>,
-    /// Layer compression: gzip, zstd or none
-    #[arg(long, default_value = "gzip", value_parser = parse_compression)]
+    /// Layer compression: none (default: layers stay uncompressed in the store, as docker
+    /// keeps them, and are gzip-compressed once when pushed), gzip or zstd
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
     compression: Compression,
     /// After the build, list every step that missed the cache and why
     #[arg(long)]

@@ -795,3 +795,81 @@ fn an_unreachable_registry_is_a_clear_error() {
     let err = fails(&env, &["push", &format!("127.0.0.1:{port}/test/none:1")]);
     assert!(err.contains("An image does not exist locally"), "{err}");
 }
+
+#[test]
+fn built_images_keep_uncompressed_layers_and_are_pushed_gzip_compressed() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let a = Env::new();
+    a.import_busybox("base");
+    let ctx = a.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nRUN seq 1 20000 > /numbers\n",
+    )
+    .unwrap();
+    let name = format!("{host}/test/built:1");
+    ok(
+        &a,
+        &[
+            "build",
+            "--progress",
+            "quiet",
+            "-t",
+            &name,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let local = inspect(&a, &name);
+    let local_manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            a.root()
+                .join("content/blobs/sha256")
+                .join(&local["Descriptor"]["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        local_manifest["layers"][1]["mediaType"],
+        MediaType::OciLayer.as_str()
+    );
+
+    let out = ok(&a, &["push", &name]);
+    let digest = store_digest(&out);
+    assert_ne!(
+        digest,
+        local["Descriptor"]["digest"].as_str().unwrap(),
+        "the pushed manifest names gzip twins"
+    );
+    assert_eq!(
+        inspect(&a, &name)["RepoDigests"][0],
+        format!("{host}/test/built@{digest}")
+    );
+    let before = uploads(&registry);
+    let again = ok(&a, &["push", &name]);
+    assert_eq!(
+        store_digest(&again),
+        digest,
+        "the twins are made once, so the push is identical"
+    );
+    assert_eq!(uploads(&registry), before);
+
+    let b = Env::new();
+    ok(&b, &["pull", &name]);
+    let pulled = inspect(&b, &name);
+    assert_eq!(pulled["Id"], local["Id"], "same config, same image");
+    assert_eq!(pulled["Descriptor"]["digest"], digest);
+    let remote_manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.root().join("content/blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    for layer in remote_manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], MediaType::OciLayerGzip.as_str());
+    }
+    let (ta, tb) = (a.path("a.tar"), b.path("b.tar"));
+    ok(&a, &["export", &name, "-o", ta.to_str().unwrap()]);
+    ok(&b, &["export", &name, "-o", tb.to_str().unwrap()]);
+    assert_eq!(testkit::tar_listing(&ta), testkit::tar_listing(&tb));
+}
