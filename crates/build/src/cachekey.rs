@@ -152,7 +152,7 @@ pub fn context_files(
                 "file {:o} {} {}",
                 entry.mode,
                 entry.size,
-                ctx.content_hash(path)?.hex()
+                ctx.content_hash_hex(path)?
             ),
             EntryKind::Dir => format!("dir {:o}", entry.mode),
             EntryKind::Symlink(t) => format!("symlink {t}"),

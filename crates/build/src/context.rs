@@ -88,7 +88,8 @@ pub struct BuildContext {
     entries: BTreeMap<String, ContextEntry>,
     cache_file: Option<PathBuf>,
     previous: StatCacheFile,
-    hashes: Mutex<HashMap<String, Digest>>,
+    /// Content hashes known in this build, as hex.
+    hashes: Mutex<HashMap<String, String>>,
     /// How many files had to be read to hash them (for tests and `--explain-cache`).
     reads: Mutex<usize>,
 }
@@ -102,7 +103,7 @@ impl BuildContext {
         cache_file: Option<PathBuf>,
     ) -> Result<BuildContext, ContextError> {
         let mut entries = BTreeMap::new();
-        walk(root, "", ignore, &mut entries)?;
+        walk(root, ignore, &mut entries)?;
         add_implicit_parents(&mut entries);
         let previous = cache_file
             .as_deref()
@@ -135,26 +136,34 @@ impl BuildContext {
     /// The sha256 of a regular file's content: from the stat cache when the file's stat is
     /// unchanged and not racy, otherwise by reading it.
     pub fn content_hash(&self, rel: &str) -> Result<Digest, ContextError> {
+        let hex = self.content_hash_hex(rel)?;
+        Digest::parse_hex(&hex).map_err(|e| ContextError::Io {
+            path: self.root.join(rel),
+            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })
+    }
+
+    /// [`Self::content_hash`] as 64 hex digits, the form cache keys and the stat cache use,
+    /// so a no-op rebuild never converts thousands of digests back and forth.
+    pub fn content_hash_hex(&self, rel: &str) -> Result<String, ContextError> {
         if let Some(d) = lock(&self.hashes).get(rel) {
             return Ok(d.clone());
         }
-        let entry = self.entries.get(rel);
-        let cached = entry.and_then(|e| {
-            let (key, hex) = self.previous.entries.get(rel)?;
-            let fresh = *key == e.stat
-                && key.mtime_ns + RACY_MARGIN_NS < self.previous.written_at_ns
-                && key.ctime_ns + RACY_MARGIN_NS < self.previous.written_at_ns;
-            fresh.then(|| Digest::parse_hex(hex).ok()).flatten()
-        });
-        let digest = match cached {
-            Some(d) => d,
+        let cached = self
+            .entries
+            .get(rel)
+            .and_then(|e| self.previous.fresh(rel, e))
+            .filter(|hex| hex.len() == 64)
+            .cloned();
+        let hex = match cached {
+            Some(hex) => hex,
             None => {
                 *lock(&self.reads) += 1;
-                hash_file(&self.root.join(rel))?
+                hash_file(&self.root.join(rel))?.hex()
             }
         };
-        lock(&self.hashes).insert(rel.to_string(), digest.clone());
-        Ok(digest)
+        lock(&self.hashes).insert(rel.to_string(), hex.clone());
+        Ok(hex)
     }
 
     /// Files whose content had to be read so far.
@@ -163,7 +172,8 @@ impl BuildContext {
     }
 
     /// Writes the stat cache: every hash known now (computed or carried over), stamped with
-    /// the current time for the racy check.
+    /// the current time for the racy check. Nothing is written when the cache would say what it
+    /// already says (no file read, every entry still there, unchanged and no longer racy).
     pub fn save_stat_cache(&self, now_ns: i128) -> Result<(), ContextError> {
         let Some(path) = &self.cache_file else {
             return Ok(());
@@ -173,15 +183,25 @@ impl BuildContext {
             written_at_ns: now_ns,
             entries: HashMap::new(),
         };
+        let mut unchanged = self.files_read() == 0;
         for (rel, entry) in &self.entries {
             let hex = match hashes.get(rel) {
-                Some(d) => d.hex(),
+                Some(hex) => {
+                    unchanged &= self.previous.fresh(rel, entry).is_some();
+                    hex.clone()
+                }
                 None => match self.previous.entries.get(rel) {
-                    Some((key, hex)) if *key == entry.stat => hex.clone(),
+                    Some((key, hex)) if *key == entry.stat => {
+                        unchanged &= self.previous.fresh(rel, entry).is_some();
+                        hex.clone()
+                    }
                     _ => continue,
                 },
             };
             out.entries.insert(rel.clone(), (entry.stat, hex));
+        }
+        if unchanged && out.entries.len() == self.previous.entries.len() {
+            return Ok(());
         }
         let io_err = |source| ContextError::Io {
             path: path.clone(),
@@ -194,6 +214,17 @@ impl BuildContext {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, data).map_err(io_err)?;
         std::fs::rename(&tmp, path).map_err(io_err)
+    }
+}
+
+impl StatCacheFile {
+    /// The recorded hash of `rel`, if its stat is unchanged and was not racy when recorded.
+    fn fresh(&self, rel: &str, entry: &ContextEntry) -> Option<&String> {
+        let (key, hex) = self.entries.get(rel)?;
+        let trusted = *key == entry.stat
+            && key.mtime_ns + RACY_MARGIN_NS < self.written_at_ns
+            && key.ctime_ns + RACY_MARGIN_NS < self.written_at_ns;
+        trusted.then_some(hex)
     }
 }
 
@@ -218,11 +249,66 @@ fn hash_file(path: &Path) -> Result<Digest, ContextError> {
     }
 }
 
+/// Lists the context in two passes: a traversal that only reads directories (their entries'
+/// types come with the listing), then the stats, spread over the machine's cores — a
+/// no-op rebuild of a large context is mostly this.
 fn walk(
+    root: &Path,
+    ignore: &IgnoreMatcher,
+    out: &mut BTreeMap<String, ContextEntry>,
+) -> Result<(), ContextError> {
+    let mut found: Vec<String> = Vec::new();
+    list(root, "", ignore, &mut found)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = found.len().div_ceil(threads).max(1);
+    let stated: Vec<Result<Vec<(String, ContextEntry)>, ContextError>> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = found
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|rel| {
+                                let path = root.join(rel);
+                                let meta = std::fs::symlink_metadata(&path).map_err(|source| {
+                                    ContextError::Io {
+                                        path: path.clone(),
+                                        source,
+                                    }
+                                })?;
+                                Ok((rel.clone(), entry_of(&path, &meta)?))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(ContextError::Io {
+                            path: root.to_path_buf(),
+                            source: io::Error::other("a context scanning thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        });
+    for part in stated {
+        out.extend(part?);
+    }
+    Ok(())
+}
+
+/// The included paths under `rel_dir`, from directory listings alone.
+fn list(
     root: &Path,
     rel_dir: &str,
     ignore: &IgnoreMatcher,
-    out: &mut BTreeMap<String, ContextEntry>,
+    found: &mut Vec<String>,
 ) -> Result<(), ContextError> {
     let dir = if rel_dir.is_empty() {
         root.to_path_buf()
@@ -233,13 +319,9 @@ fn walk(
         path: dir.clone(),
         source,
     };
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(io_err)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err)?;
-    names.sort();
-    for name in names {
+    for dir_entry in std::fs::read_dir(&dir).map_err(io_err)? {
+        let dir_entry = dir_entry.map_err(io_err)?;
+        let name = dir_entry.file_name();
         let Some(name) = name.to_str() else {
             continue;
         };
@@ -248,22 +330,18 @@ fn walk(
         } else {
             format!("{rel_dir}/{name}")
         };
-        let path = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| ContextError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let is_dir = dir_entry.file_type().map_err(io_err)?.is_dir();
         let excluded = ignore.is_excluded(&rel);
-        if meta.is_dir() {
+        if is_dir {
             if excluded && ignore.may_skip_dir(&rel) {
                 continue;
             }
             if !excluded {
-                out.insert(rel.clone(), entry_of(&path, &meta)?);
+                found.push(rel.clone());
             }
-            walk(root, &rel, ignore, out)?;
+            list(root, &rel, ignore, found)?;
         } else if !excluded {
-            out.insert(rel, entry_of(&path, &meta)?);
+            found.push(rel);
         }
     }
     Ok(())
