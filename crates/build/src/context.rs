@@ -72,9 +72,12 @@ impl StatKey {
     }
 }
 
-/// A change within this margin before the cache was written is treated as racy. Two seconds
-/// covers coarse filesystem timestamps (FAT's 2 s, ext4's jiffy-based mtimes).
-const RACY_MARGIN_NS: i128 = 2_000_000_000;
+/// A change within this margin before the cache was written is treated as racy: the file
+/// may change again within the same timestamp tick without its mtime moving. Linux
+/// filesystems stamp files from the kernel's coarse clock (a few milliseconds per tick), so
+/// 100 ms is ample; a context on a filesystem with coarser timestamps (FAT's 2 s) could see
+/// a racy change missed, which is why the rule exists at all.
+const RACY_MARGIN_NS: i128 = 100_000_000;
 
 #[derive(Default, Serialize, Deserialize)]
 struct StatCacheFile {
