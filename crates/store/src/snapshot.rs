@@ -1,4 +1,4 @@
-use std::io::{self, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use oci::{ChainId, Descriptor, DiffId, chain_ids};
@@ -48,13 +48,16 @@ impl Store {
         Ok(PendingSnapshot { dir })
     }
 
-    /// Makes a prepared snapshot visible under its chain id, after flushing it to disk. If
-    /// another process committed the same chain id first, theirs is kept and ours dropped.
+    /// Makes a prepared snapshot visible under its chain id (an atomic rename). If another
+    /// process committed the same chain id first, theirs is kept and ours dropped.
+    ///
+    /// The snapshot's files are not flushed to disk first: like containerd's overlay
+    /// snapshotter, strata treats snapshots as derived data, while the layer blob they are
+    /// derived from is fsynced on ingest. A `syncfs` here flushed every other process's dirty
+    /// data as well, and cost seconds per step on a busy machine.
     pub fn commit_snapshot(&self, pending: PendingSnapshot, chain: &ChainId) -> Result<Snapshot> {
         let target = self.snapshot_dir(chain);
         let ctx = || format!("committing snapshot {chain}");
-        let dir = std::fs::File::open(pending.dir.path()).ctx(ctx)?;
-        rustix::fs::syncfs(&dir).map_err(io::Error::from).ctx(ctx)?;
         let source = pending.dir.keep();
         match std::fs::rename(&source, &target) {
             Ok(()) => crate::sync_dir(&self.snapshots_dir())?,
