@@ -801,3 +801,45 @@ fn check_directive_ignore_strict_and_error() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rule has that name"));
 }
+
+/// The human report, as people read it, over a realistic bad Dockerfile and a clean one.
+#[test]
+fn lint_reports_snapshot() {
+    let lint = Lint::new();
+    let bad = lint.write(
+        "Dockerfile.bad",
+        "FROM debian AS Build
+MAINTAINER someone@example.com
+ARG API_TOKEN=abc
+COPY . /src
+RUN apt-get update
+RUN apt-get install -y make && curl -o /tmp/x.tgz http://example.com/x.tgz && tar -xzf /tmp/x.tgz -C /opt
+RUN rm -rf /tmp/x.tgz
+ADD config.json /etc/app/
+expose 8080/TCP
+CMD make run
+",
+    );
+    let good = lint.write(
+        "Dockerfile.good",
+        "FROM debian:12.5 AS build
+RUN --mount=type=cache,target=/var/cache/apt apt-get update && apt-get install -y make
+COPY Makefile /src/
+COPY src/ /src/src/
+USER 1000
+CMD [\"make\", \"-C\", \"/src\", \"run\"]
+",
+    );
+    let run = |file: &PathBuf| {
+        let out = lint.env.cmd().args(["lint", file.to_str().unwrap()]).output().unwrap();
+        let text = format!(
+            "exit {}\n{}{}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.replace(lint.dir.to_str().unwrap(), "[DIR]")
+    };
+    insta::assert_snapshot!("lint_bad", run(&bad));
+    insta::assert_snapshot!("lint_good", run(&good));
+}
