@@ -175,6 +175,18 @@ fn matching_roots(ctx: &BuildContext, pattern: &str) -> Vec<String> {
         return vec![rel];
     }
     let parts: Vec<&str> = rel.split('/').collect();
+    if parts.contains(&"**") {
+        // `**` spans directories: the same matcher the copy uses decides.
+        let Ok(matcher) = IgnoreMatcher::new([rel.as_str()]) else {
+            return Vec::new();
+        };
+        return ctx
+            .entries()
+            .keys()
+            .filter(|path| matcher.is_excluded(path))
+            .cloned()
+            .collect();
+    }
     ctx.entries()
         .keys()
         .filter(|path| {
@@ -276,6 +288,7 @@ mod tests {
         };
         assert_eq!(names(&["src"]), ["src", "src/a", "src/a/x.rs"]);
         assert_eq!(names(&["*.toml"]), ["Cargo.toml"]);
+        assert_eq!(names(&["src/**/*.rs"]), ["src/a/x.rs"]);
         assert_eq!(names(&["link"]), ["link", "src", "src/a", "src/a/x.rs"]);
         assert_eq!(names(&["."]).len(), 6);
     }

@@ -410,6 +410,9 @@ impl Copier<'_, '_> {
                 source: io::Error::from(io::ErrorKind::NotFound),
             });
         }
+        if parts.contains(&"**") {
+            return self.expand_recursive(&rel, &prefix);
+        }
         let mut candidates = vec![prefix];
         for part in &parts[first_wild..] {
             let mut next = Vec::new();
@@ -438,6 +441,37 @@ impl Copier<'_, '_> {
         });
         candidates.sort();
         Ok(candidates)
+    }
+
+    /// A pattern with `**` (any number of directories, as in `.dockerignore`): every visible
+    /// path below the pattern's fixed prefix that the pattern matches, leaving out paths
+    /// inside a match (the match copies them already).
+    fn expand_recursive(&self, pattern: &str, prefix: &str) -> Result<Vec<String>, CopyError> {
+        let matcher = IgnoreMatcher::new([pattern])
+            .map_err(|e| CopyError::Invalid(format!("{pattern}: {e}")))?;
+        let mut out: Vec<String> = Vec::new();
+        let mut pending = vec![prefix.to_string()];
+        while let Some(dir) = pending.pop() {
+            let Ok(real) = self.resolve(&dir) else {
+                continue;
+            };
+            for name in self.list(&real).unwrap_or_default() {
+                let rel = join_rel(&dir, &name);
+                if !self.src.visible(&join_rel(&real, &name)) {
+                    continue;
+                }
+                let is_dir = self
+                    .lstat(&join_rel(&real, &name))
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                if matcher.is_excluded(&rel) {
+                    out.push(rel);
+                } else if is_dir {
+                    pending.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, CopyError> {

@@ -212,6 +212,20 @@ fn parents_excludes_and_archives() {
     run(&d, &p, false).unwrap();
     assert!(d.dest.join("p/b/c.txt").is_file());
 
+    write(&d.src.join("a/x/y/deep.txt"), "deep");
+    let s = srcs(&["a/**/*.txt"]);
+    let mut p = spec(&s, "/globstar/");
+    p.parents = true;
+    run(&d, &p, false).unwrap();
+    assert!(
+        d.dest.join("globstar/a/b/c.txt").is_file()
+            && d.dest.join("globstar/a/x/y/deep.txt").is_file()
+    );
+    assert!(
+        !d.dest.join("globstar/a/b/skip.log").exists(),
+        "** matches at any depth, and only what matches"
+    );
+
     let s = srcs(&["a"]);
     let mut e = spec(&s, "/e/");
     e.excludes = Some(IgnoreMatcher::new(["**/*.log"]).unwrap());

@@ -831,7 +831,12 @@ CMD [\"make\", \"-C\", \"/src\", \"run\"]
 ",
     );
     let run = |file: &PathBuf| {
-        let out = lint.env.cmd().args(["lint", file.to_str().unwrap()]).output().unwrap();
+        let out = lint
+            .env
+            .cmd()
+            .args(["lint", file.to_str().unwrap()])
+            .output()
+            .unwrap();
         let text = format!(
             "exit {}\n{}{}",
             out.status.code().unwrap_or(-1),

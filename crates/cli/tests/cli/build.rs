@@ -720,3 +720,39 @@ fn lint_findings_are_build_warnings_and_can_fail_it() {
     );
     assert!(!err.contains("RUN echo ran"), "nothing ran: {err}");
 }
+
+#[test]
+fn copy_flags_the_engine_here_lacks() {
+    let b = Build::new(
+        "FROM base
+COPY --parents src/**/*.go /tree/
+COPY --exclude=*.txt --exclude=**/skip src /filtered/
+COPY --chmod=750 --chown=42:43 src/z.txt /modes/
+COPY --link src/a /linked/
+",
+    );
+    b.file("src/a/x.go", "x")
+        .file("src/b/c/y.go", "y")
+        .file("src/z.txt", "z")
+        .file("src/b/skip", "s");
+    b.build(&["-t", "flags"]);
+    let tar = b.env.path("flags.tar");
+    b.env.ok(&["export", "flags", "-o", tar.to_str().unwrap()]);
+    let listing = testkit::tar_listing(&tar);
+    let has = |prefix: &str| listing.iter().any(|l| l.starts_with(prefix));
+    assert!(
+        has("tree/src/a/x.go ") && has("tree/src/b/c/y.go ") && !has("tree/src/z.txt"),
+        "{listing:#?}"
+    );
+    assert!(
+        has("filtered/a/x.go ") && !has("filtered/z.txt") && !has("filtered/b/skip"),
+        "{listing:#?}"
+    );
+    assert!(
+        listing
+            .iter()
+            .any(|l| l.starts_with("modes/z.txt Regular 750 42:43 ")),
+        "{listing:#?}"
+    );
+    assert!(has("linked/x.go "), "{listing:#?}");
+}
