@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use dockerfile::IgnoreMatcher;
 use oci::{Digest, Sha256Hasher};
-use serde::{Deserialize, Serialize};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -50,7 +50,7 @@ pub struct ContextEntry {
 }
 
 /// The parts of a stat that change whenever content could have changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StatKey {
     dev: u64,
     ino: u64,
@@ -60,14 +60,14 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(meta: &std::fs::Metadata) -> StatKey {
+    fn of(st: &rustix::fs::Stat) -> StatKey {
         let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
         StatKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
         }
     }
 }
@@ -79,10 +79,81 @@ impl StatKey {
 /// a racy change missed, which is why the rule exists at all.
 const RACY_MARGIN_NS: i128 = 100_000_000;
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct StatCacheFile {
     written_at_ns: i128,
     entries: HashMap<String, (StatKey, String)>,
+}
+
+/// The stat cache on disk: a versioned magic, the write time, then per entry the path, the
+/// stat key and the raw 32-byte hash. Binary rather than JSON because loading it is on the
+/// no-op rebuild's critical path (JSON parsing was a fifth of it for 5,600 files).
+const STAT_CACHE_MAGIC: &[u8; 8] = b"strstat1";
+
+impl StatCacheFile {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.entries.len() * 120);
+        out.extend_from_slice(STAT_CACHE_MAGIC);
+        out.extend_from_slice(&self.written_at_ns.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (path, (key, hex_digest)) in &self.entries {
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(hex_digest, &mut hash).is_err() {
+                continue;
+            }
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&key.dev.to_le_bytes());
+            out.extend_from_slice(&key.ino.to_le_bytes());
+            out.extend_from_slice(&key.size.to_le_bytes());
+            out.extend_from_slice(&key.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&key.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&hash);
+        }
+        out
+    }
+
+    /// `None` for anything but a well-formed cache of this version (it is then rebuilt).
+    fn decode(data: &[u8]) -> Option<StatCacheFile> {
+        let mut r = Cursor { data, pos: 0 };
+        if r.take(8)? != STAT_CACHE_MAGIC {
+            return None;
+        }
+        let written_at_ns = i128::from_le_bytes(r.take(16)?.try_into().ok()?);
+        let count = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let mut entries = HashMap::with_capacity(count.min(1 << 20) as usize);
+        for _ in 0..count {
+            let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+            let path = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+            let key = StatKey {
+                dev: u64::from_le_bytes(r.take(8)?.try_into().ok()?),
+                ino: u64::from_le_bytes(r.take(8)?.try_into().ok()?),
+                size: u64::from_le_bytes(r.take(8)?.try_into().ok()?),
+                mtime_ns: i128::from_le_bytes(r.take(16)?.try_into().ok()?),
+                ctime_ns: i128::from_le_bytes(r.take(16)?.try_into().ok()?),
+            };
+            let hash = hex::encode(r.take(32)?);
+            entries.insert(path, (key, hash));
+        }
+        Some(StatCacheFile {
+            written_at_ns,
+            entries,
+        })
+    }
+}
+
+/// Reads consecutive fields out of a byte slice.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.data.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(out)
+    }
 }
 
 /// The scanned context.
@@ -111,7 +182,7 @@ impl BuildContext {
         let previous = cache_file
             .as_deref()
             .and_then(|p| std::fs::read(p).ok())
-            .and_then(|d| serde_json::from_slice(&d).ok())
+            .and_then(|d| StatCacheFile::decode(&d))
             .unwrap_or_default();
         Ok(BuildContext {
             root: root.to_path_buf(),
@@ -182,35 +253,36 @@ impl BuildContext {
             return Ok(());
         };
         let hashes = lock(&self.hashes);
+        // Unchanged: nothing was read (every hash came from the cache) and every recorded
+        // entry is still there, with the same stat, and no longer racy.
+        let unchanged = self.files_read() == 0
+            && self.previous.entries.keys().all(|rel| {
+                self.entries
+                    .get(rel)
+                    .is_some_and(|e| self.previous.fresh(rel, e).is_some())
+            });
+        if unchanged {
+            return Ok(());
+        }
         let mut out = StatCacheFile {
             written_at_ns: now_ns,
-            entries: HashMap::new(),
+            entries: HashMap::with_capacity(self.entries.len()),
         };
-        let mut unchanged = self.files_read() == 0;
         for (rel, entry) in &self.entries {
             let hex = match hashes.get(rel) {
-                Some(hex) => {
-                    unchanged &= self.previous.fresh(rel, entry).is_some();
-                    hex.clone()
-                }
+                Some(hex) => hex.clone(),
                 None => match self.previous.entries.get(rel) {
-                    Some((key, hex)) if *key == entry.stat => {
-                        unchanged &= self.previous.fresh(rel, entry).is_some();
-                        hex.clone()
-                    }
+                    Some((key, hex)) if *key == entry.stat => hex.clone(),
                     _ => continue,
                 },
             };
             out.entries.insert(rel.clone(), (entry.stat, hex));
         }
-        if unchanged && out.entries.len() == self.previous.entries.len() {
-            return Ok(());
-        }
         let io_err = |source| ContextError::Io {
             path: path.clone(),
             source,
         };
-        let data = serde_json::to_vec(&out).map_err(|e| io_err(io::Error::other(e)))?;
+        let data = out.encode();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
@@ -260,13 +332,31 @@ fn walk(
     ignore: &IgnoreMatcher,
     out: &mut BTreeMap<String, ContextEntry>,
 ) -> Result<(), ContextError> {
-    let mut found: Vec<String> = Vec::new();
-    list(root, "", ignore, &mut found)?;
+    let mut dirs: Vec<String> = vec![String::new()];
+    let mut found: Vec<Found> = Vec::new();
+    list(root, 0, &mut dirs, ignore, &mut found)?;
+    // Each entry is stat'ed relative to its open directory: no path walk per file.
+    let dir_fds = dirs
+        .iter()
+        .map(|d| {
+            let path = root.join(d);
+            rustix::fs::open(
+                &path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ContextError::Io {
+                path,
+                source: e.into(),
+            })
+        })
+        .collect::<Result<Vec<OwnedFd>, _>>()?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
     let chunk = found.len().div_ceil(threads).max(1);
+    let dir_fds = &dir_fds;
     let stated: Vec<Result<Vec<(String, ContextEntry)>, ContextError>> =
         std::thread::scope(|scope| {
             let workers: Vec<_> = found
@@ -274,15 +364,10 @@ fn walk(
                 .map(|part| {
                     scope.spawn(move || {
                         part.iter()
-                            .map(|rel| {
-                                let path = root.join(rel);
-                                let meta = std::fs::symlink_metadata(&path).map_err(|source| {
-                                    ContextError::Io {
-                                        path: path.clone(),
-                                        source,
-                                    }
-                                })?;
-                                Ok((rel.clone(), entry_of(&path, &meta)?))
+                            .map(|f| {
+                                let entry =
+                                    entry_of(dir_fds[f.dir].as_fd(), &f.name, &root.join(&f.rel))?;
+                                Ok((f.rel.clone(), entry))
                             })
                             .collect()
                     })
@@ -306,17 +391,27 @@ fn walk(
     Ok(())
 }
 
-/// The included paths under `rel_dir`, from directory listings alone.
+/// A path the listing found: its directory (an index into the listed directories), its name
+/// there, and its path relative to the context.
+struct Found {
+    dir: usize,
+    name: String,
+    rel: String,
+}
+
+/// The included paths under the listed directory `dir_index`, from directory listings alone.
 fn list(
     root: &Path,
-    rel_dir: &str,
+    dir_index: usize,
+    dirs: &mut Vec<String>,
     ignore: &IgnoreMatcher,
-    found: &mut Vec<String>,
+    found: &mut Vec<Found>,
 ) -> Result<(), ContextError> {
+    let rel_dir = dirs[dir_index].clone();
     let dir = if rel_dir.is_empty() {
         root.to_path_buf()
     } else {
-        root.join(rel_dir)
+        root.join(&rel_dir)
     };
     let io_err = |source| ContextError::Io {
         path: dir.clone(),
@@ -335,41 +430,50 @@ fn list(
         };
         let is_dir = dir_entry.file_type().map_err(io_err)?.is_dir();
         let excluded = ignore.is_excluded(&rel);
+        if is_dir && excluded && ignore.may_skip_dir(&rel) {
+            continue;
+        }
+        if !excluded {
+            found.push(Found {
+                dir: dir_index,
+                name: name.to_string(),
+                rel: rel.clone(),
+            });
+        }
         if is_dir {
-            if excluded && ignore.may_skip_dir(&rel) {
-                continue;
-            }
-            if !excluded {
-                found.push(rel.clone());
-            }
-            list(root, &rel, ignore, found)?;
-        } else if !excluded {
-            found.push(rel);
+            dirs.push(rel);
+            list(root, dirs.len() - 1, dirs, ignore, found)?;
         }
     }
     Ok(())
 }
 
-fn entry_of(path: &Path, meta: &std::fs::Metadata) -> Result<ContextEntry, ContextError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(path).map_err(|source| ContextError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        EntryKind::Symlink(target.to_string_lossy().into_owned())
-    } else {
-        EntryKind::Other
+fn entry_of(dir: BorrowedFd<'_>, name: &str, path: &Path) -> Result<ContextEntry, ContextError> {
+    let io_err = |source: io::Error| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let st =
+        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err(e.into()))?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => {
+            let target =
+                rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| io_err(e.into()))?;
+            EntryKind::Symlink(target.to_string_lossy().into_owned())
+        }
+        _ => EntryKind::Other,
     };
     Ok(ContextEntry {
+        size: if kind == EntryKind::File {
+            u64::try_from(st.st_size).unwrap_or(0)
+        } else {
+            0
+        },
         kind,
-        mode: meta.mode() & 0o7777,
-        size: if ft.is_file() { meta.size() } else { 0 },
-        stat: StatKey::of(meta),
+        mode: st.st_mode & 0o7777,
+        stat: StatKey::of(&st),
     })
 }
 
@@ -469,6 +573,30 @@ mod tests {
         let third = BuildContext::scan(&r, &matcher(""), Some(cache)).unwrap();
         assert_ne!(third.content_hash("f7").unwrap(), want);
         assert_eq!(third.files_read(), 1);
+    }
+
+    #[test]
+    fn the_stat_cache_round_trips_and_refuses_garbage() {
+        let mut file = StatCacheFile {
+            written_at_ns: 42,
+            ..Default::default()
+        };
+        let key = StatKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: -4,
+            ctime_ns: 5,
+        };
+        file.entries.insert("a/b".into(), (key, "ab".repeat(32)));
+        let back = StatCacheFile::decode(&file.encode()).unwrap();
+        assert_eq!(back.written_at_ns, 42);
+        assert_eq!(back.entries.get("a/b"), Some(&(key, "ab".repeat(32))));
+        let bytes = file.encode();
+        for cut in 0..bytes.len() {
+            assert!(StatCacheFile::decode(&bytes[..cut]).is_none() || cut == bytes.len());
+        }
+        assert!(StatCacheFile::decode(b"{\"json\": true}").is_none());
     }
 
     #[test]
