@@ -160,6 +160,10 @@ impl<'a> Cursor<'a> {
 pub struct BuildContext {
     root: PathBuf,
     entries: BTreeMap<String, ContextEntry>,
+    /// The fewest paths whose hiding leaves exactly `entries` visible: what `.dockerignore`
+    /// excluded, minus directories kept as parents of re-included files, minus paths under
+    /// another hidden one.
+    hidden: Vec<String>,
     cache_file: Option<PathBuf>,
     previous: StatCacheFile,
     /// Content hashes known in this build, as hex.
@@ -177,8 +181,9 @@ impl BuildContext {
         cache_file: Option<PathBuf>,
     ) -> Result<BuildContext, ContextError> {
         let mut entries = BTreeMap::new();
-        walk(root, ignore, &mut entries)?;
+        let excluded = walk(root, ignore, &mut entries)?;
         add_implicit_parents(&mut entries);
+        let hidden = fewest_hiding(excluded, &entries);
         let previous = cache_file
             .as_deref()
             .and_then(|p| std::fs::read(p).ok())
@@ -187,6 +192,7 @@ impl BuildContext {
         Ok(BuildContext {
             root: root.to_path_buf(),
             entries,
+            hidden,
             cache_file,
             previous,
             hashes: Mutex::new(HashMap::new()),
@@ -205,6 +211,50 @@ impl BuildContext {
 
     pub fn entry(&self, rel: &str) -> Option<&ContextEntry> {
         self.entries.get(rel)
+    }
+
+    /// Creates `mask`, an overlay layer that, stacked above the context, hides what
+    /// `.dockerignore` excludes: a whiteout for each hidden path, under copies of the
+    /// context's directories (overlay shows the topmost directory's owner, mode and times,
+    /// so the copies carry the originals'). Returns false, creating nothing, when nothing is
+    /// excluded, so the caller can mount the context bare.
+    pub fn write_ignore_mask(&self, mask: &Path) -> Result<bool, ContextError> {
+        if self.hidden.is_empty() {
+            return Ok(false);
+        }
+        mirror_dir(&self.root, mask)?;
+        let mut mirrored = vec![PathBuf::new()];
+        for rel in &self.hidden {
+            let mut done = PathBuf::new();
+            for part in Path::new(rel)
+                .parent()
+                .into_iter()
+                .flat_map(Path::components)
+            {
+                done.push(part);
+                if !mask.join(&done).exists() {
+                    mirror_dir(&self.root.join(&done), &mask.join(&done))?;
+                    mirrored.push(done.clone());
+                }
+            }
+            let path = mask.join(rel);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| ContextError::Io {
+                path,
+                source: e.into(),
+            })?;
+        }
+        // Last, as creating the whiteouts changed the copies' times.
+        for rel in mirrored {
+            copy_times(&self.root.join(&rel), &mask.join(&rel))?;
+        }
+        Ok(true)
     }
 
     /// The sha256 of a regular file's content: from the stat cache when the file's stat is
@@ -331,10 +381,11 @@ fn walk(
     root: &Path,
     ignore: &IgnoreMatcher,
     out: &mut BTreeMap<String, ContextEntry>,
-) -> Result<(), ContextError> {
+) -> Result<Vec<String>, ContextError> {
     let mut dirs: Vec<String> = vec![String::new()];
     let mut found: Vec<Found> = Vec::new();
-    list(root, 0, &mut dirs, ignore, &mut found)?;
+    let mut excluded: Vec<String> = Vec::new();
+    list(root, 0, &mut dirs, ignore, &mut found, &mut excluded)?;
     // Each entry is stat'ed relative to its open directory: no path walk per file.
     let dir_fds = dirs
         .iter()
@@ -388,7 +439,61 @@ fn walk(
     for part in stated {
         out.extend(part?);
     }
-    Ok(())
+    Ok(excluded)
+}
+
+/// Creates the directory `copy` with `real`'s owner and permissions (not its content).
+fn mirror_dir(real: &Path, copy: &Path) -> Result<(), ContextError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let io_err = |source: io::Error| ContextError::Io {
+        path: real.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(real).map_err(io_err)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(copy)
+        .map_err(io_err)?;
+    std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid())).map_err(io_err)?;
+    std::fs::set_permissions(copy, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(io_err)
+}
+
+fn copy_times(real: &Path, copy: &Path) -> Result<(), ContextError> {
+    let io_err = |source: io::Error| ContextError::Io {
+        path: real.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(real).map_err(io_err)?;
+    let times = std::fs::FileTimes::new()
+        .set_accessed(meta.accessed().map_err(io_err)?)
+        .set_modified(meta.modified().map_err(io_err)?);
+    File::open(copy)
+        .and_then(|f| f.set_times(times))
+        .map_err(io_err)
+}
+
+/// Of the excluded paths, those to hide: not the directories that still hold included files,
+/// and nothing under a path already hidden (overlay cannot see past a whiteout anyway).
+fn fewest_hiding(
+    mut excluded: Vec<String>,
+    entries: &BTreeMap<String, ContextEntry>,
+) -> Vec<String> {
+    // Sorted, a path comes after its ancestors, so checking the ones kept so far suffices.
+    excluded.sort();
+    let mut hidden: Vec<String> = Vec::new();
+    let mut kept = std::collections::HashSet::new();
+    for rel in excluded {
+        let under_hidden = Path::new(&rel)
+            .ancestors()
+            .skip(1)
+            .any(|a| kept.contains(a.to_string_lossy().as_ref()));
+        if !under_hidden && !entries.contains_key(&rel) {
+            kept.insert(rel.clone());
+            hidden.push(rel);
+        }
+    }
+    hidden
 }
 
 /// A path the listing found: its directory (an index into the listed directories), its name
@@ -406,6 +511,7 @@ fn list(
     dirs: &mut Vec<String>,
     ignore: &IgnoreMatcher,
     found: &mut Vec<Found>,
+    excluded_out: &mut Vec<String>,
 ) -> Result<(), ContextError> {
     let rel_dir = dirs[dir_index].clone();
     let dir = if rel_dir.is_empty() {
@@ -430,6 +536,9 @@ fn list(
         };
         let is_dir = dir_entry.file_type().map_err(io_err)?.is_dir();
         let excluded = ignore.is_excluded(&rel);
+        if excluded {
+            excluded_out.push(rel.clone());
+        }
         if is_dir && excluded && ignore.may_skip_dir(&rel) {
             continue;
         }
@@ -442,7 +551,7 @@ fn list(
         }
         if is_dir {
             dirs.push(rel);
-            list(root, dirs.len() - 1, dirs, ignore, found)?;
+            list(root, dirs.len() - 1, dirs, ignore, found, excluded_out)?;
         }
     }
     Ok(())
@@ -542,6 +651,21 @@ mod tests {
             ctx.entry("link").unwrap().kind,
             EntryKind::Symlink("main.rs".into())
         );
+    }
+
+    #[test]
+    fn the_ignore_mask_hides_the_fewest_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for f in ["logs/a.log", "logs/keep/b.log", "a/x", "a-b", "kept.txt"] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        let ctx = BuildContext::scan(r, &matcher("logs\n!logs/keep/b.log\na*\n"), None).unwrap();
+        assert_eq!(ctx.hidden, ["a", "a-b", "logs/a.log"]);
+        let nothing = BuildContext::scan(r, &matcher(""), None).unwrap();
+        assert!(!nothing.write_ignore_mask(&dir.path().join("mask")).unwrap());
+        assert!(!dir.path().join("mask").exists());
     }
 
     #[test]

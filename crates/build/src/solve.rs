@@ -1325,7 +1325,15 @@ impl Solver<'_> {
                 // inside it (no symlink reaches the host), and a writable (`rw`) bind writes
                 // into a throwaway upper directory instead of the context or a snapshot.
                 let lowers = match &m.from {
-                    None | Some(Source::Context) => vec![self.context(step)?.root().to_path_buf()],
+                    None | Some(Source::Context) => {
+                        let ctx = self.context(step)?;
+                        let mask = scratch.path().join(format!("ignore-{}", mounts.len()));
+                        if ctx.write_ignore_mask(&mask)? {
+                            vec![mask, ctx.root().to_path_buf()]
+                        } else {
+                            vec![ctx.root().to_path_buf()]
+                        }
+                    }
                     Some(Source::Stage(p)) => self.results.wait(*p)?.lowers(),
                     Some(Source::Image(r)) => {
                         let snaps = self.req.store.ensure_snapshots(&self.images[r])?;

@@ -152,4 +152,46 @@ fn dockerignore_matches_the_docker_engine() {
         engine.contains("b.txt") && !engine.contains("a.txt"),
         "{engine:?}"
     );
+
+    // A RUN's bind mount of the context sees the same files as COPY (BuildKit sends the
+    // context already filtered), and the directories keep their own mode and times.
+    env.import_busybox("base");
+    std::fs::set_permissions(
+        ctx.join("dir/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    let mounted = env.path("Dockerfile.mount");
+    std::fs::write(
+        &mounted,
+        "FROM base\nRUN --mount=type=bind,target=/m sh -c \
+         'cd /m && find . > /listing && stat -c \"%a %Y\" dir/sub > /sub-stat'\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "--progress",
+        "quiet",
+        "-f",
+        mounted.to_str().unwrap(),
+        "-t",
+        "ign-mount",
+        ctx.to_str().unwrap(),
+    ]);
+    let listing = env.ok(&["run", "--rm", "ign-mount", "cat", "/listing"]);
+    let seen: BTreeSet<String> = listing
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .filter(|l| !l.is_empty() && l != ".")
+        .collect();
+    assert_eq!(
+        seen, ours,
+        "the bind mount (left) and COPY (right) see different contexts"
+    );
+    let sub = std::fs::metadata(ctx.join("dir/sub")).unwrap();
+    assert_eq!(
+        env.ok(&["run", "--rm", "ign-mount", "cat", "/sub-stat"])
+            .trim(),
+        format!("750 {}", std::os::unix::fs::MetadataExt::mtime(&sub))
+    );
 }
