@@ -12,6 +12,7 @@ pub use sandbox::users;
 pub mod cachekey;
 pub mod progress;
 pub mod solve;
+pub mod ssh;
 
 pub use progress::{Progress, ProgressEvent};
 pub use solve::{

@@ -1152,7 +1152,13 @@ impl Planner<'_> {
                     "/run/secrets/{}",
                     m.id.clone().or(m.source.clone()).unwrap_or_default()
                 ),
-                (MountType::Ssh, None) => "/run/buildkit/ssh_agent.0".into(),
+                (MountType::Ssh, None) => format!(
+                    "/run/buildkit/ssh_agent.{}",
+                    mounts
+                        .iter()
+                        .filter(|m: &&RunMount| m.kind == MountType::Ssh)
+                        .count()
+                ),
                 (kind, None) => {
                     return Err(PlanError::new(
                         format!("mount type {} requires a target", kind.as_str()),

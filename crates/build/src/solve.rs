@@ -22,6 +22,7 @@ use crate::plan::{
     self, Base, BuildPlan, CopyStep, PlanOptions, ResolvedImage, RunStep, Source, Step, StepKind,
 };
 use crate::progress::{Progress, ProgressEvent};
+use crate::ssh;
 use crate::users;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub struct BuildRequest<'a> {
     pub network: sandbox::Network,
     /// `--secret id=…,src=…`.
     pub secrets: HashMap<String, PathBuf>,
+    /// `--ssh id=SOCKET`: the ssh-agent sockets `RUN --mount=type=ssh` may use.
+    pub ssh: HashMap<String, PathBuf>,
     pub source_date_epoch: Option<i64>,
     pub compression: Compression,
     /// `--label`s for the final image.
@@ -723,12 +726,25 @@ impl Solver<'_> {
     }
 
     fn mount_identity(&self, m: &plan::RunMount) -> Result<String, BuildError> {
-        let from = match &m.from {
+        Ok(format!(
+            "{} id={} source={} ro={} from={}",
+            m.kind.as_str(),
+            m.id.clone().unwrap_or_default(),
+            m.source.clone().unwrap_or_default(),
+            m.read_only,
+            self.mount_from_identity(m)?
+        ))
+    }
+
+    /// What a mount's `from=` content is, for the cache key: the stage's key, the image's
+    /// digest, or the hash of the context files it can see; empty without `from=`.
+    fn mount_from_identity(&self, m: &plan::RunMount) -> Result<String, BuildError> {
+        Ok(match &m.from {
             Some(Source::Stage(p)) => self.results.wait(*p)?.key.to_string(),
             Some(Source::Image(r)) => self.images[r].manifest_digest().to_string(),
-            Some(Source::Context) if m.kind == MountType::Bind => {
+            Some(Source::Context) => {
                 let ctx = self.req.context.ok_or_else(|| {
-                    BuildError::Other("a bind mount needs a build context".into())
+                    BuildError::Other("a mount from the context needs a build context".into())
                 })?;
                 let mut k = KeyInputs::default();
                 context_files(
@@ -739,15 +755,8 @@ impl Solver<'_> {
                 )?;
                 k.key().to_string()
             }
-            _ => String::new(),
-        };
-        Ok(format!(
-            "{} id={} source={} ro={} from={from}",
-            m.kind.as_str(),
-            m.id.clone().unwrap_or_default(),
-            m.source.clone().unwrap_or_default(),
-            m.read_only
-        ))
+            None => String::new(),
+        })
     }
 
     fn context(&self, step: &Step) -> Result<&BuildContext, BuildError> {
@@ -1163,9 +1172,9 @@ impl Solver<'_> {
         let mut env = step.env.clone();
         env.extend(r.proxy_env.iter().cloned());
         let mut mounts = Vec::new();
-        let mut _locks = Vec::new();
+        let mut held = HeldForRun::default();
         for m in &r.mounts {
-            self.run_mount(step, m, &scratch, &mut mounts, &mut env, &mut _locks)?;
+            self.run_mount(step, m, &scratch, &mut mounts, &mut env, &mut held)?;
         }
         if let Some(script) = &r.script {
             let path = scratch.path().join("script");
@@ -1265,7 +1274,7 @@ impl Solver<'_> {
         scratch: &tempfile::TempDir,
         mounts: &mut Vec<sandbox::Mount>,
         env: &mut Vec<String>,
-        locks: &mut Vec<std::fs::File>,
+        held: &mut HeldForRun,
     ) -> Result<(), BuildError> {
         match m.kind {
             MountType::Tmpfs => mounts.push(sandbox::Mount::Tmpfs {
@@ -1273,15 +1282,37 @@ impl Solver<'_> {
                 size_bytes: m.size_limit.map(|s| s.max(0) as u64),
                 mode: None,
             }),
-            MountType::Cache => {
-                let (dir, lock) = self.cache_mount_dir(step, m)?;
-                locks.extend(lock);
-                mounts.push(sandbox::Mount::Bind {
-                    source: dir,
-                    target: m.target.clone(),
-                    readonly: m.read_only,
-                });
-            }
+            MountType::Cache => match &m.from {
+                None => {
+                    let (dir, lock) = self.cache_mount_dir(step, m, None)?;
+                    held.locks.extend(lock);
+                    mounts.push(sandbox::Mount::Bind {
+                        source: dir,
+                        target: m.target.clone(),
+                        readonly: m.read_only,
+                    });
+                }
+                Some(from) => {
+                    // As in BuildKit, a seeded cache is a writable layer over its `from=`
+                    // content, kept per (id, content): an overlay whose upper directory
+                    // persists in the store.
+                    let lowers = self.mount_lowers(step, from, scratch, mounts.len())?;
+                    let seed = self.mount_from_identity(m)?;
+                    let (dir, lock) = self.cache_mount_dir(step, m, Some(&seed))?;
+                    held.locks.extend(lock);
+                    let (upper, work) = (dir.join("upper"), dir.join("work"));
+                    for d in [&upper, &work] {
+                        std::fs::create_dir_all(d).map_err(|e| step_error(step, e.to_string()))?;
+                    }
+                    mounts.push(sandbox::Mount::Layers {
+                        lowers,
+                        upper: Some((upper, work)),
+                        source: m.source.clone().unwrap_or_default(),
+                        target: m.target.clone(),
+                        readonly: m.read_only,
+                    });
+                }
+            },
             MountType::Secret => {
                 let id = m.id.clone().unwrap_or_default();
                 let Some(src) = self.req.secrets.get(&id) else {
@@ -1324,22 +1355,8 @@ impl Solver<'_> {
                 // Every bind goes through an overlay of its source: `source=` then resolves
                 // inside it (no symlink reaches the host), and a writable (`rw`) bind writes
                 // into a throwaway upper directory instead of the context or a snapshot.
-                let lowers = match &m.from {
-                    None | Some(Source::Context) => {
-                        let ctx = self.context(step)?;
-                        let mask = scratch.path().join(format!("ignore-{}", mounts.len()));
-                        if ctx.write_ignore_mask(&mask)? {
-                            vec![mask, ctx.root().to_path_buf()]
-                        } else {
-                            vec![ctx.root().to_path_buf()]
-                        }
-                    }
-                    Some(Source::Stage(p)) => self.results.wait(*p)?.lowers(),
-                    Some(Source::Image(r)) => {
-                        let snaps = self.req.store.ensure_snapshots(&self.images[r])?;
-                        snaps.iter().rev().map(|s| s.path.clone()).collect()
-                    }
-                };
+                let from = m.from.as_ref().unwrap_or(&Source::Context);
+                let lowers = self.mount_lowers(step, from, scratch, mounts.len())?;
                 let upper = if m.read_only {
                     None
                 } else {
@@ -1362,26 +1379,84 @@ impl Solver<'_> {
                 });
             }
             MountType::Ssh => {
-                return Err(step_error(
-                    step,
-                    "RUN --mount=type=ssh is not supported (no SSH agent forwarding)",
-                ));
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let Some(agent) = self.req.ssh.get(&id) else {
+                    if m.required {
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "no SSH agent {id} forwarded: pass it with --ssh {id}[=SOCKET]"
+                            ),
+                        ));
+                    }
+                    return Ok(());
+                };
+                let socket = scratch.path().join(format!("ssh-{}", mounts.len()));
+                let owner = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+                let proxy = ssh::AgentProxy::start(&socket, agent, owner, m.mode.unwrap_or(0o600))
+                    .map_err(|e| step_error(step, format!("SSH agent {id}: {e}")))?;
+                held.agents.push(proxy);
+                // As BuildKit does: the first agent is the default one, unless the
+                // environment already names one.
+                if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                    env.push(format!("SSH_AUTH_SOCK={}", m.target));
+                }
+                mounts.push(sandbox::Mount::Bind {
+                    source: socket,
+                    target: m.target.clone(),
+                    readonly: false,
+                });
             }
         }
         Ok(())
     }
 
+    /// The layers (top first) a mount's `from=` shows; the context comes with a mask that
+    /// hides what `.dockerignore` excludes.
+    fn mount_lowers(
+        &self,
+        step: &Step,
+        from: &Source,
+        scratch: &tempfile::TempDir,
+        n: usize,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(match from {
+            Source::Context => {
+                let ctx = self.context(step)?;
+                let mask = scratch.path().join(format!("ignore-{n}"));
+                if ctx.write_ignore_mask(&mask)? {
+                    vec![mask, ctx.root().to_path_buf()]
+                } else {
+                    vec![ctx.root().to_path_buf()]
+                }
+            }
+            Source::Stage(p) => self.results.wait(*p)?.lowers(),
+            Source::Image(r) => {
+                let snaps = self.req.store.ensure_snapshots(&self.images[r])?;
+                snaps.iter().rev().map(|s| s.path.clone()).collect()
+            }
+        })
+    }
+
     /// A cache mount's directory under the store, created on first use with the requested
-    /// owner and mode. `sharing=locked` holds a lock for the step; `private` takes a fresh
-    /// directory when another step holds the shared one.
+    /// owner and mode; a cache seeded from other content (`seed`, its identity) is a
+    /// different cache for each content. `sharing=locked` holds a lock for the step;
+    /// `private` takes a fresh directory when another step holds the shared one. A seeded
+    /// cache is an overlay upper directory, which two mounts must not share at once, so its
+    /// `shared` is `locked`.
     fn cache_mount_dir(
         &self,
         step: &Step,
         m: &plan::RunMount,
+        seed: Option<&str>,
     ) -> Result<(PathBuf, Option<std::fs::File>), BuildError> {
         let id = m.id.clone().unwrap_or_default();
         let base = self.req.store.root().join("cache-v1").join("mounts");
-        let dir = base.join(Digest::of(id.as_bytes()).hex());
+        let key = match seed {
+            None => id.clone(),
+            Some(seed) => format!("{id}:{seed}"),
+        };
+        let dir = base.join(Digest::of(key.as_bytes()).hex());
         let io = |e: std::io::Error| step_error(step, format!("cache mount {id}: {e}"));
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(io)?;
@@ -1393,7 +1468,10 @@ impl Solver<'_> {
             std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
                 .map_err(io)?;
         }
-        let sharing = m.sharing.unwrap_or(dockerfile::CacheSharing::Shared);
+        let sharing = match m.sharing.unwrap_or(dockerfile::CacheSharing::Shared) {
+            dockerfile::CacheSharing::Shared if seed.is_some() => dockerfile::CacheSharing::Locked,
+            sharing => sharing,
+        };
         if sharing == dockerfile::CacheSharing::Shared {
             return Ok((dir, None));
         }
@@ -1542,6 +1620,13 @@ fn url_file_name(url: &str) -> String {
         .find(|s| !s.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| "__unnamed__".to_string())
+}
+
+/// What a RUN's mounts hold until the step ends: cache locks and agent proxies.
+#[derive(Default)]
+struct HeldForRun {
+    locks: Vec<std::fs::File>,
+    agents: Vec<ssh::AgentProxy>,
 }
 
 fn excludes(c: &CopyStep) -> Result<Option<IgnoreMatcher>, String> {

@@ -49,6 +49,10 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID,src=FILE (or env=VAR); repeatable
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     secrets: Vec<String>,
+    /// An ssh-agent for RUN --mount=type=ssh: default (the agent at $SSH_AUTH_SOCK) or
+    /// ID=SOCKET; repeatable
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    ssh: Vec<String>,
     /// Target platform (only the host's is supported)
     #[arg(long)]
     platform: Option<String>,
@@ -217,6 +221,40 @@ fn parse_secrets(specs: &[String], scratch: &Path) -> Result<HashMap<String, Pat
     Ok(out)
 }
 
+/// `ID` (the agent at `$SSH_AUTH_SOCK`) or `ID=SOCKET`. docker also takes private key files
+/// and runs an agent for them; strata forwards running agents only, so a key must be loaded
+/// into one (`ssh-add`) first.
+fn parse_ssh(specs: &[String]) -> Result<HashMap<String, PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) => (id, PathBuf::from(path)),
+            None => (
+                spec.as_str(),
+                std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).ok_or_else(|| {
+                    anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set; start ssh-agent or pass {spec}=SOCKET")
+                })?,
+            ),
+        };
+        if id.is_empty() || socket.as_os_str().is_empty() || socket.to_string_lossy().contains(',')
+        {
+            bail!("invalid --ssh {spec:?}: expected default or ID=SOCKET");
+        }
+        let kind = std::fs::metadata(&socket)
+            .with_context(|| format!("--ssh {id}: {}", socket.display()))?
+            .file_type();
+        if !kind.is_socket() {
+            bail!(
+                "--ssh {id}: {} is not an ssh-agent socket (strata forwards running agents only: load the key with ssh-add and pass the agent's socket)",
+                socket.display()
+            );
+        }
+        out.insert(id.to_string(), socket);
+    }
+    Ok(out)
+}
+
 fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -297,6 +335,7 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
             sandbox::Network::None
         },
         secrets: parse_secrets(&args.secrets, scratch.path())?,
+        ssh: parse_ssh(&args.ssh)?,
         source_date_epoch: source_date_epoch()?,
         compression: args.compression,
         labels: parse_labels(&args.labels)?,

@@ -31,7 +31,15 @@ impl Build {
 
     /// Builds with plain progress; returns (stdout, stderr).
     fn build(&self, extra: &[&str]) -> (String, String) {
-        let out = self.build_output(extra);
+        self.build_with_env(&[], extra)
+    }
+
+    fn build_with_env(
+        &self,
+        vars: &[(&str, &std::path::Path)],
+        extra: &[&str],
+    ) -> (String, String) {
+        let out = self.build_output_with_env(vars, extra);
         assert!(
             out.status.success(),
             "build failed:\n{}",
@@ -44,10 +52,22 @@ impl Build {
     }
 
     fn build_output(&self, extra: &[&str]) -> std::process::Output {
+        self.build_output_with_env(&[], extra)
+    }
+
+    fn build_output_with_env(
+        &self,
+        vars: &[(&str, &std::path::Path)],
+        extra: &[&str],
+    ) -> std::process::Output {
         let mut args = vec!["build", "--progress", "plain"];
         args.extend_from_slice(extra);
         args.push(self.ctx.to_str().unwrap());
-        self.env.cmd().args(&args).output().unwrap()
+        let mut cmd = self.env.cmd();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(&args).output().unwrap()
     }
 
     fn fails(&self, extra: &[&str]) -> String {
@@ -271,6 +291,38 @@ RUN <<-EOT sh
 }
 
 #[test]
+fn a_cache_mount_seeded_from_a_stage_starts_with_its_content_and_keeps_what_is_added() {
+    let b = Build::new(
+        "FROM base AS seed
+RUN mkdir -p /out && echo seeded > /out/s
+FROM base
+RUN --mount=type=cache,id=c,from=seed,source=/out,target=/cache sh -c 'cat /cache/s > /first; echo added > /cache/m'
+RUN --mount=type=cache,id=c,from=seed,source=/out,target=/cache sh -c 'cat /cache/m > /second'
+RUN --mount=type=cache,id=c,target=/cache sh -c 'ls -A /cache > /unseeded'
+",
+    );
+    b.build(&["-t", "seeded"]);
+    assert_eq!(b.read("seeded", "/first"), "seeded\n");
+    assert_eq!(b.read("seeded", "/second"), "added\n");
+    assert_eq!(
+        b.read("seeded", "/unseeded"),
+        "",
+        "without from= it is another cache"
+    );
+    b.build(&["--target", "seed", "-t", "seed-only"]);
+    let names = {
+        let tar = b.env.path("seed.tar");
+        b.env
+            .ok(&["export", "seed-only", "-o", tar.to_str().unwrap()]);
+        tar_names(&tar)
+    };
+    assert!(
+        names.contains("out/s") && !names.contains("out/m"),
+        "the cache wrote into the stage it was seeded from: {names:?}"
+    );
+}
+
+#[test]
 fn secrets_cache_tmpfs_and_bind_mounts() {
     let b = Build::new(
         "FROM base
@@ -464,7 +516,7 @@ fn onbuild_triggers_run_in_child_builds() {
         "FROM base\nONBUILD RUN echo triggered > /trigger\nONBUILD COPY marker /marker\n",
     );
     b.build(&["-t", "parent"]);
-    std::fs::write(b.ctx.join("Dockerfile"), "FROM parent\nRUN cat /trigger\n").unwrap();
+    b.file("Dockerfile", "FROM parent\nRUN cat /trigger\n");
     b.file("marker", "m\n");
     b.build(&["-t", "child"]);
     assert_eq!(b.read("child", "/trigger"), "triggered\n");
@@ -611,11 +663,10 @@ RUN --mount=type=bind,target=/ctx,rw sh -c 'echo scribble > /ctx/data.txt && cat
 
     // A symlink in the context cannot point a bind source at the host.
     std::os::unix::fs::symlink("/etc", b.ctx.join("escape")).unwrap();
-    std::fs::write(
-        b.ctx.join("Dockerfile"),
+    b.file(
+        "Dockerfile",
         "FROM base\nRUN --mount=type=bind,source=escape,target=/m cat /m/hostname > /leak\n",
-    )
-    .unwrap();
+    );
     b.fails(&[]);
 }
 
@@ -646,11 +697,10 @@ RUN --mount=type=cache,id=count,target=/c sh -c 'echo run >> /c/runs; sleep 1' &
         cached, 1,
         "one build ran the step, the other waited and reused it"
     );
-    std::fs::write(
-        b.ctx.join("Dockerfile"),
+    b.file(
+        "Dockerfile",
         "FROM base\nRUN --mount=type=cache,id=count,target=/c cp /c/runs /runs\n",
-    )
-    .unwrap();
+    );
     b.build(&["-t", "count"]);
     assert_eq!(b.read("count", "/runs"), "run\n");
 }
@@ -708,11 +758,10 @@ fn lint_findings_are_build_warnings_and_can_fail_it() {
         err.contains(" - JSONArgsRecommended: JSON arguments recommended for CMD"),
         "{err}"
     );
-    std::fs::write(
-        b.ctx.join("Dockerfile"),
+    b.file(
+        "Dockerfile",
         "# check=error=true\nFROM base\nRUN echo ran\nCMD echo shell form\n",
-    )
-    .unwrap();
+    );
     let err = b.fails(&[]);
     assert!(
         err.contains("lint violation found for rules: JSONArgsRecommended"),
@@ -755,4 +804,125 @@ COPY --link src/a /linked/
         "{listing:#?}"
     );
     assert!(has("linked/x.go "), "{listing:#?}");
+}
+
+/// Puts a host program and the libraries `ldd` names for it into `root`, at their own paths,
+/// so a busybox image can run it.
+fn add_host_program(root: &std::path::Path, program: &str) {
+    let ldd = testkit::run_tool("ldd", &[program]);
+    let listing = String::from_utf8(ldd.stdout).unwrap();
+    let libs = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')));
+    for path in libs.chain([program]) {
+        let dest = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(path, &dest).unwrap();
+    }
+}
+
+/// A running `ssh-agent -D` holding one new key; killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: PathBuf,
+    fingerprint: String,
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path) -> Agent {
+        let key = dir.join("id_ed25519");
+        let out = testkit::run_tool(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "ssh-keygen failed");
+        let socket = dir.join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .args(["-D", "-a", socket.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent must be installed (scripts/setup installs openssh-client)");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let add = std::process::Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{add:?}");
+        let listed = testkit::run_tool("ssh-keygen", &["-lf", &format!("{}.pub", key.display())]);
+        let fingerprint = String::from_utf8(listed.stdout)
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        Agent {
+            child,
+            socket,
+            fingerprint,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_mounts_forward_the_host_agent() {
+    let b = Build::new(
+        "FROM base
+COPY tools/ /
+RUN --mount=type=ssh ssh-add -l > /keys && echo \"$SSH_AUTH_SOCK\" > /default-sock
+RUN --mount=type=ssh,id=other,target=/agent,mode=0660,uid=1000,gid=100 sh -c 'stat -c \"%a %u %g\" /agent > /agent-stat && SSH_AUTH_SOCK=/agent ssh-add -l > /other-keys'
+RUN --mount=type=ssh,id=absent sh -c 'test ! -e /run/buildkit/ssh_agent.0 && touch /optional-ok'
+",
+    );
+    add_host_program(&b.ctx.join("tools"), "/usr/bin/ssh-add");
+    let agent = Agent::start(&b.env.path(""));
+    let other = format!("other={}", agent.socket.display());
+    b.build_with_env(
+        &[("SSH_AUTH_SOCK", &agent.socket)],
+        &["--ssh", "default", "--ssh", &other, "-t", "ssh"],
+    );
+    let keys = b.read("ssh", "/keys");
+    assert!(keys.contains(&agent.fingerprint), "{keys}");
+    assert_eq!(
+        b.read("ssh", "/default-sock"),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert_eq!(b.read("ssh", "/agent-stat"), "660 1000 100\n");
+    assert!(b.read("ssh", "/other-keys").contains(&agent.fingerprint));
+    assert_eq!(b.read("ssh", "/optional-ok"), "");
+    let env = b.env.inspect("ssh")["Config"]["Env"].clone();
+    let env: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        env.iter().any(|e| e.starts_with("PATH=")) && !env.iter().any(|e| e.starts_with("SSH_")),
+        "the agent leaked into the image: {env:?}"
+    );
+
+    b.file(
+        "Dockerfile",
+        "FROM base\nRUN --mount=type=ssh,required true\n",
+    );
+    let err = b.fails(&[]);
+    assert!(err.contains("no SSH agent default forwarded"), "{err}");
+    let not_socket = b.fails(&["--ssh", "default=/etc/hostname"]);
+    assert!(
+        not_socket.contains("not an ssh-agent socket"),
+        "{not_socket}"
+    );
 }
