@@ -316,14 +316,13 @@ impl RegistryClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     if retry
-                        && RetryPolicy::is_retryable_status(status)
-                        && let Some(d) =
-                            self.options
-                                .retry
-                                .next_delay(attempt, Failure::Status(status), None)
+                        && self.options.retry.wait_to_retry(
+                            &mut attempt,
+                            Failure::Status(status),
+                            None,
+                            format_args!("{url}: {status}"),
+                        )
                     {
-                        std::thread::sleep(d);
-                        attempt += 1;
                         continue;
                     }
                     if status == 401 {
@@ -333,20 +332,15 @@ impl RegistryClient {
                     return Ok(status);
                 }
                 Err(e) => {
-                    let delay = if retry {
-                        self.options
-                            .retry
-                            .next_delay(attempt, Failure::Transport, None)
-                    } else {
-                        None
-                    };
-                    match delay {
-                        Some(d) => {
-                            tracing::info!("{url}: {}; retrying in {d:?}", describe(&e));
-                            std::thread::sleep(d);
-                            attempt += 1;
-                        }
-                        None => return Err(self.transport_error(describe(&e))),
+                    let again = retry
+                        && self.options.retry.wait_to_retry(
+                            &mut attempt,
+                            Failure::Transport,
+                            None,
+                            format_args!("{url}: {}", describe(&e)),
+                        );
+                    if !again {
+                        return Err(self.transport_error(describe(&e)));
                     }
                 }
             }
@@ -469,14 +463,12 @@ impl RegistryClient {
             match self.agent.run(request) {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if RetryPolicy::is_retryable_status(status)
-                        && let Some(d) =
-                            self.options
-                                .retry
-                                .next_delay(attempt, Failure::Status(status), None)
-                    {
-                        std::thread::sleep(d);
-                        attempt += 1;
+                    if self.options.retry.wait_to_retry(
+                        &mut attempt,
+                        Failure::Status(status),
+                        None,
+                        format_args!("token server {realm}: {status}"),
+                    ) {
                         continue;
                     }
                     if status == 401 || status == 403 {
@@ -531,21 +523,17 @@ impl RegistryClient {
                             reason: "the answer holds no token".into(),
                         });
                 }
-                Err(e) => match self
-                    .options
-                    .retry
-                    .next_delay(attempt, Failure::Transport, None)
-                {
-                    Some(d) => {
-                        std::thread::sleep(d);
-                        attempt += 1;
+                Err(e) => {
+                    let why = format!("token server {realm}: {}", describe(&e));
+                    if !self.options.retry.wait_to_retry(
+                        &mut attempt,
+                        Failure::Transport,
+                        None,
+                        &why,
+                    ) {
+                        return Err(self.transport_error(why));
                     }
-                    None => {
-                        return Err(
-                            self.transport_error(format!("token server {realm}: {}", describe(&e)))
-                        );
-                    }
-                },
+                }
             }
         }
     }
@@ -631,43 +619,27 @@ impl RegistryClient {
                     if ex.retry && RetryPolicy::is_retryable_status(status) {
                         let retry_after = header(&resp, "retry-after")
                             .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-                        if let Some(d) = self.options.retry.next_delay(
-                            attempt,
+                        if self.options.retry.wait_to_retry(
+                            &mut attempt,
                             Failure::Status(status),
                             retry_after,
+                            format_args!("{} {}: {status}", ex.method, redact_url(&ex.url)),
                         ) {
-                            tracing::info!(
-                                "{} {}: {status}; retrying in {d:?}",
-                                ex.method,
-                                redact_url(&ex.url)
-                            );
-                            std::thread::sleep(d);
-                            attempt += 1;
                             continue;
                         }
                     }
                     return Ok(resp);
                 }
                 Err(e) => {
-                    let delay = if ex.retry {
-                        self.options
-                            .retry
-                            .next_delay(attempt, Failure::Transport, None)
-                    } else {
-                        None
-                    };
-                    match delay {
-                        Some(d) => {
-                            tracing::info!(
-                                "{} {}: {}; retrying in {d:?}",
-                                ex.method,
-                                redact_url(&ex.url),
-                                describe(&e)
-                            );
-                            std::thread::sleep(d);
-                            attempt += 1;
-                        }
-                        None => return Err(self.transport_error(describe(&e))),
+                    let again = ex.retry
+                        && self.options.retry.wait_to_retry(
+                            &mut attempt,
+                            Failure::Transport,
+                            None,
+                            format_args!("{} {}: {}", ex.method, redact_url(&ex.url), describe(&e)),
+                        );
+                    if !again {
+                        return Err(self.transport_error(describe(&e)));
                     }
                 }
             }
@@ -1030,20 +1002,16 @@ impl RegistryClient {
                 .read_to_end(&mut bytes)
             {
                 Ok(_) => break bytes,
-                Err(e) => match self
-                    .options
-                    .retry
-                    .next_delay(attempt, Failure::Transport, None)
-                {
-                    Some(d) => {
-                        tracing::info!("{what}: {e}; retrying in {d:?}");
-                        std::thread::sleep(d);
-                        attempt += 1;
-                    }
-                    None => {
+                Err(e) => {
+                    if !self.options.retry.wait_to_retry(
+                        &mut attempt,
+                        Failure::Transport,
+                        None,
+                        format_args!("{what}: {e}"),
+                    ) {
                         return Err(self.transport_error(format!("reading {what}: {e}")));
                     }
-                },
+                }
             }
         };
         let actual = Digest::of(&bytes);

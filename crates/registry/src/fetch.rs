@@ -112,13 +112,12 @@ impl HttpFetcher {
                     }
                     let retry_after = header(&resp, "retry-after")
                         .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-                    if let Some(d) =
-                        self.retry
-                            .next_delay(attempt, Failure::Status(status), retry_after)
-                    {
-                        tracing::info!("GET {url}: {status}; retrying in {d:?}");
-                        std::thread::sleep(d);
-                        attempt += 1;
+                    if self.retry.wait_to_retry(
+                        &mut attempt,
+                        Failure::Status(status),
+                        retry_after,
+                        format_args!("GET {url}: {status}"),
+                    ) {
                         continue;
                     }
                     return Err(FetchError::Status {
@@ -127,19 +126,19 @@ impl HttpFetcher {
                         detail: error_detail(&small_body(resp, 4 << 10)),
                     });
                 }
-                Err(e) => match self.retry.next_delay(attempt, Failure::Transport, None) {
-                    Some(d) => {
-                        tracing::info!("GET {url}: {}; retrying in {d:?}", describe(&e));
-                        std::thread::sleep(d);
-                        attempt += 1;
-                    }
-                    None => {
+                Err(e) => {
+                    if !self.retry.wait_to_retry(
+                        &mut attempt,
+                        Failure::Transport,
+                        None,
+                        format_args!("GET {url}: {}", describe(&e)),
+                    ) {
                         return Err(FetchError::Transport {
                             url: url.into(),
                             reason: describe(&e),
                         });
                     }
-                },
+                }
             }
         }
     }

@@ -51,6 +51,24 @@ impl RetryPolicy {
         matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
     }
 
+    /// When `failure` is worth another attempt: says so (`what` names the request and the
+    /// failure), waits, counts the attempt and returns true. False when the failure is final.
+    pub(crate) fn wait_to_retry(
+        &self,
+        attempt: &mut u32,
+        failure: Failure,
+        retry_after: Option<Duration>,
+        what: impl std::fmt::Display,
+    ) -> bool {
+        let Some(delay) = self.next_delay(*attempt, failure, retry_after) else {
+            return false;
+        };
+        tracing::info!("{what}; retrying in {delay:?}");
+        std::thread::sleep(delay);
+        *attempt += 1;
+        true
+    }
+
     /// How long to wait before attempt number `attempt + 1` (`attempt` counts from 0 for the
     /// first try), or `None` when the failure is final.
     pub(crate) fn next_delay(
@@ -107,6 +125,23 @@ mod tests {
         assert_eq!(p.backoff(10), Duration::from_secs(8));
         assert_eq!(p.backoff(40), Duration::from_secs(8));
         assert_eq!(RetryPolicy::none().next_delay(0, t, None), None);
+    }
+
+    #[test]
+    fn waiting_to_retry_counts_attempts_until_the_last() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::ZERO,
+            ..RetryPolicy::default()
+        };
+        let mut attempt = 0;
+        assert!(p.wait_to_retry(&mut attempt, Failure::Transport, None, "x"));
+        assert!(p.wait_to_retry(&mut attempt, Failure::Status(503), None, "x"));
+        assert_eq!(attempt, 2);
+        assert!(!p.wait_to_retry(&mut attempt, Failure::Transport, None, "x"));
+        assert_eq!(attempt, 2, "a final failure is not counted");
+        let mut fresh = 0;
+        assert!(!p.wait_to_retry(&mut fresh, Failure::Status(404), None, "x"));
     }
 
     #[test]
