@@ -237,7 +237,7 @@ impl ArchiveIndex {
             layers: Vec<String>,
         }
         let entries: Vec<Entry> = self.json(path, "manifest.json")?;
-        let mut names: Vec<String> = entries
+        let names: Vec<String> = entries
             .iter()
             .map(|e| {
                 e.repo_tags
@@ -279,20 +279,16 @@ impl ArchiveIndex {
             });
             sections.push(section);
         }
-        let name = names.remove(0);
-        Ok(ImageSource {
-            name,
-            id: Digest::of(&config_bytes),
-            origin: path.display().to_string(),
-            config_size: config_bytes.len() as u64,
+        let id = Digest::of(&config_bytes);
+        Ok(archive_source(
+            path,
+            names,
+            id,
+            &config_bytes,
             config,
             layers,
-            others: names,
-            backend: Backend::Archive {
-                path: path.to_path_buf(),
-                sections,
-            },
-        })
+            sections,
+        ))
     }
 
     fn blob(&self, path: &Path, digest: &Digest) -> Result<Vec<u8>> {
@@ -304,7 +300,7 @@ impl ArchiveIndex {
 
     fn oci_image(self, path: &Path) -> Result<ImageSource> {
         let index: Index = self.json(path, "index.json")?;
-        let mut names: Vec<String> = index
+        let names: Vec<String> = index
             .manifests
             .iter()
             .map(|d| {
@@ -364,20 +360,42 @@ impl ArchiveIndex {
             });
             sections.push(section);
         }
-        let name = names.remove(0);
-        Ok(ImageSource {
-            name,
-            id: manifest.config.digest.clone(),
-            origin: path.display().to_string(),
-            config_size: config_bytes.len() as u64,
+        let id = manifest.config.digest.clone();
+        Ok(archive_source(
+            path,
+            names,
+            id,
+            &config_bytes,
             config,
             layers,
-            others: names,
-            backend: Backend::Archive {
-                path: path.to_path_buf(),
-                sections,
-            },
-        })
+            sections,
+        ))
+    }
+}
+
+/// An image read from an archive: the first of `names` is the one analysed.
+fn archive_source(
+    path: &Path,
+    mut names: Vec<String>,
+    id: Digest,
+    config_bytes: &[u8],
+    config: ImageConfig,
+    layers: Vec<LayerInput>,
+    sections: Vec<(u64, u64)>,
+) -> ImageSource {
+    let name = names.remove(0);
+    ImageSource {
+        name,
+        id,
+        origin: path.display().to_string(),
+        config_size: config_bytes.len() as u64,
+        config,
+        layers,
+        others: names,
+        backend: Backend::Archive {
+            path: path.to_path_buf(),
+            sections,
+        },
     }
 }
 
