@@ -713,13 +713,7 @@ fn an_upload_cut_mid_way_resumes_where_the_registry_says() {
         .faults()
         .cut_patches_before_forwarding
         .store(1, Ordering::SeqCst);
-    let out = env
-        .cmd()
-        .env("STRATA_CONFIG", config_of(&env))
-        .env("STRATA_PUSH_CHUNK_SIZE", chunk)
-        .args(["push", &name])
-        .output()
-        .unwrap();
+    let out = push_in_chunks(&env, &name, chunk);
     assert!(out.status.success(), "{}", text(&out));
     let log = proxy.log();
     let cut = log
@@ -756,13 +750,7 @@ fn an_upload_whose_answer_is_lost_starts_over_and_succeeds() {
         .faults()
         .cut_patches_after_forwarding
         .store(1, Ordering::SeqCst);
-    let out = env
-        .cmd()
-        .env("STRATA_CONFIG", config_of(&env))
-        .env("STRATA_PUSH_CHUNK_SIZE", "262144")
-        .args(["push", &name])
-        .output()
-        .unwrap();
+    let out = push_in_chunks(&env, &name, "262144");
     assert!(out.status.success(), "{}", text(&out));
     let log = proxy.log();
     let cut = log
@@ -872,4 +860,14 @@ fn built_images_keep_uncompressed_layers_and_are_pushed_gzip_compressed() {
     ok(&a, &["export", &name, "-o", ta.to_str().unwrap()]);
     ok(&b, &["export", &name, "-o", tb.to_str().unwrap()]);
     assert_eq!(testkit::tar_listing(&ta), testkit::tar_listing(&tb));
+}
+
+/// `strata push` with uploads cut into chunks of `chunk` bytes.
+fn push_in_chunks(env: &Env, name: &str, chunk: &str) -> std::process::Output {
+    env.cmd()
+        .env("STRATA_CONFIG", config_of(env))
+        .env("STRATA_PUSH_CHUNK_SIZE", chunk)
+        .args(["push", name])
+        .output()
+        .unwrap()
 }
