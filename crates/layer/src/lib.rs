@@ -33,7 +33,7 @@ use std::io;
 
 pub use apply::{ApplyMode, apply};
 pub use compression::{Compression, Decompressor, Encoder, decompress};
-pub use hashing::{HashingReader, HashingWriter};
+pub use hashing::{HashingReader, HashingWriter, ParallelHashingWriter};
 pub use sniff::{CopyError, Sniffed, copy_sniffing};
 pub use write::{DiffOptions, DiffSource, write_diff, write_merged};
 

@@ -9,7 +9,7 @@
 //! never the size of the files.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -18,11 +18,9 @@ use rustix::fs::FileType;
 
 use crate::compression::Encoder;
 use crate::fsx::{self, At, NodeInfo};
-use crate::hashing::HashingWriter;
+use crate::hashing::ParallelHashingWriter;
 use crate::header::{self, EntryKind, EntryMeta, ExactReader, Pairs};
 use crate::{Compression, LayerError, LayerStats, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-
-const WRITE_BUFFER: usize = 128 << 10;
 
 /// How to write a layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,11 +98,10 @@ fn write_layers<W: Write>(
     out: W,
 ) -> Result<(LayerStats, W), LayerError> {
     let encoder = opts.compression.encoder(out)?;
-    // Batches the tar crate's 512-byte headers and 8 KiB data chunks before hashing and
-    // compressing, whatever buffering `out` has.
-    let buffered = BufWriter::with_capacity(WRITE_BUFFER, HashingWriter::new(encoder));
+    // Batches the tar crate's 512-byte headers and 8 KiB data chunks before hashing (on its
+    // own thread) and compressing, whatever buffering `out` has.
     let mut sink = TarSink {
-        builder: tar::Builder::new(buffered),
+        builder: tar::Builder::new(ParallelHashingWriter::new(encoder)),
         first_path_of_inode: HashMap::new(),
         source_date_epoch: opts.source_date_epoch,
     };
@@ -112,11 +109,8 @@ fn write_layers<W: Write>(
     walker.walk(&mut sink)?;
 
     let finishing = |e| LayerError::io("finishing the layer tar", e);
-    let buffered = sink.builder.into_inner().map_err(finishing)?;
-    let hashing = buffered
-        .into_inner()
-        .map_err(|e| finishing(e.into_error()))?;
-    let (digest, uncompressed_size, encoder) = hashing.finish();
+    let hashing = sink.builder.into_inner().map_err(finishing)?;
+    let (digest, uncompressed_size, encoder) = hashing.finish().map_err(finishing)?;
     let out = encoder.finish().map_err(finishing)?;
     Ok((
         LayerStats {
@@ -337,7 +331,7 @@ fn is_opaque(at: At<'_>) -> io::Result<bool> {
 
 /// The tar being written, plus what it must remember across entries.
 struct TarSink<W: Write> {
-    builder: tar::Builder<BufWriter<HashingWriter<Encoder<W>>>>,
+    builder: tar::Builder<ParallelHashingWriter<Encoder<W>>>,
     /// (dev, inode) → the tar path it was first written at, for hardlinks.
     first_path_of_inode: HashMap<(u64, u64), Vec<u8>>,
     source_date_epoch: Option<i64>,
@@ -493,9 +487,9 @@ mod tests {
     #[test]
     fn clamping_only_lowers_times() {
         let sink = TarSink {
-            builder: tar::Builder::new(BufWriter::new(HashingWriter::new(
+            builder: tar::Builder::new(ParallelHashingWriter::new(
                 Compression::None.encoder(Vec::new()).unwrap(),
-            ))),
+            )),
             first_path_of_inode: HashMap::new(),
             source_date_epoch: Some(100),
         };

@@ -1,7 +1,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
-use layer::HashingWriter;
+use layer::ParallelHashingWriter;
 use oci::{Digest, Sha256Hasher};
 
 use crate::{IoContext, Result, Store, StoreError, sync_dir};
@@ -12,30 +12,57 @@ use crate::{IoContext, Result, Store, StoreError, sync_dir};
 /// temp file is removed, so a failed ingest leaves nothing visible.
 pub struct BlobWriter {
     store: Store,
-    file: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    file: Ingest,
+}
+
+enum Ingest {
+    /// Hashed here, on a helper thread, as the bytes arrive.
+    Hashing(ParallelHashingWriter<tempfile::NamedTempFile>),
+    /// Hashed by the caller, in the pass that produced the bytes (an uncompressed layer tar,
+    /// whose diff id is its digest): hashing it twice cost a fifth of a big build step.
+    Prehashed {
+        file: BufWriter<tempfile::NamedTempFile>,
+        len: u64,
+    },
 }
 
 impl BlobWriter {
-    pub(crate) fn new(store: &Store) -> Result<BlobWriter> {
+    pub(crate) fn new(store: &Store, hashing: bool) -> Result<BlobWriter> {
         let tmp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(store.tmp_dir())
             .ctx(|| format!("creating a temp file in {}", store.tmp_dir().display()))?;
+        let file = if hashing {
+            Ingest::Hashing(ParallelHashingWriter::new(tmp))
+        } else {
+            Ingest::Prehashed {
+                file: BufWriter::with_capacity(1 << 20, tmp),
+                len: 0,
+            }
+        };
         Ok(BlobWriter {
             store: store.clone(),
-            file: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
+            file,
         })
     }
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.file.bytes_written()
+        match &self.file {
+            Ingest::Hashing(w) => w.bytes_written(),
+            Ingest::Prehashed { len, .. } => *len,
+        }
     }
 
     /// Finishes the blob. `expected` (digest and optionally size) is checked before anything
     /// becomes visible; a blob that is already present is success.
     pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<(Digest, u64)> {
-        let (digest, size, file) = self.file.finish();
+        let Ingest::Hashing(writer) = self.file else {
+            return Err(StoreError::Invalid(
+                "a blob written unhashed must be committed with its digest".into(),
+            ));
+        };
+        let (digest, size, tmp) = writer.finish().ctx(|| "writing a blob".to_string())?;
         if let Some((want, want_size)) = expected
             && (want != &digest || want_size.is_some_and(|s| s != size))
         {
@@ -46,26 +73,64 @@ impl BlobWriter {
                 actual_size: size,
             });
         }
-        let target = self.store.blob_path(&digest);
-        if target.is_file() {
-            return Ok((digest, size));
-        }
-        let ctx = || format!("storing blob {digest}");
-        let tmp = file.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
-        tmp.as_file().sync_all().ctx(ctx)?;
-        tmp.persist(&target).map_err(|e| e.error).ctx(ctx)?;
-        sync_dir(&self.store.blobs_dir())?;
-        Ok((digest, size))
+        persist(&self.store, tmp, digest, size)
     }
+
+    /// Finishes a blob from [`Store::prehashed_blob_writer`] under the digest its producer
+    /// computed over exactly the bytes written, and the size, which is checked.
+    pub fn commit_prehashed(self, digest: Digest, size: u64) -> Result<(Digest, u64)> {
+        let Ingest::Prehashed { file, len } = self.file else {
+            return self.commit(Some((&digest, Some(size))));
+        };
+        if len != size {
+            return Err(StoreError::Invalid(format!(
+                "blob {digest}: {len} bytes were written, its producer counted {size}"
+            )));
+        }
+        let tmp = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| format!("storing blob {digest}"))?;
+        persist(&self.store, tmp, digest, size)
+    }
+}
+
+/// Makes a finished temp file the blob `digest` (unless it is there already): fsync, rename
+/// into `blobs/sha256/`, fsync of the directory.
+fn persist(
+    store: &Store,
+    tmp: tempfile::NamedTempFile,
+    digest: Digest,
+    size: u64,
+) -> Result<(Digest, u64)> {
+    let target = store.blob_path(&digest);
+    if target.is_file() {
+        return Ok((digest, size));
+    }
+    let ctx = || format!("storing blob {digest}");
+    tmp.as_file().sync_all().ctx(ctx)?;
+    tmp.persist(&target).map_err(|e| e.error).ctx(ctx)?;
+    sync_dir(&store.blobs_dir())?;
+    Ok((digest, size))
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
+        match &mut self.file {
+            Ingest::Hashing(w) => w.write(buf),
+            Ingest::Prehashed { file, len } => {
+                let n = file.write(buf)?;
+                *len += n as u64;
+                Ok(n)
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        match &mut self.file {
+            Ingest::Hashing(w) => w.flush(),
+            Ingest::Prehashed { file, .. } => file.flush(),
+        }
     }
 }
 
@@ -133,7 +198,13 @@ impl<R: Read> Read for VerifiedReader<R> {
 
 impl Store {
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        BlobWriter::new(self)
+        BlobWriter::new(self, true)
+    }
+
+    /// A writer for bytes whose digest the caller computes as it produces them; finish it
+    /// with [`BlobWriter::commit_prehashed`].
+    pub fn prehashed_blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self, false)
     }
 
     /// Stores a small blob held in memory (a config, a manifest).
@@ -217,6 +288,27 @@ mod tests {
         w.write_all(b"abc").unwrap();
         assert!(w.commit(Some((&Digest::of(b"abc"), Some(4)))).is_err());
         assert_eq!(std::fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prehashed_blobs_are_stored_under_their_producers_digest_and_counted() {
+        let (_d, store) = temp_store();
+        let data = b"a layer tar";
+        let mut w = store.prehashed_blob_writer().unwrap();
+        w.write_all(data).unwrap();
+        assert_eq!(w.written(), data.len() as u64);
+        let (got, _) = w
+            .commit_prehashed(Digest::of(data), data.len() as u64)
+            .unwrap();
+        assert_eq!(store.read_blob(&got).unwrap(), data);
+
+        let mut short = store.prehashed_blob_writer().unwrap();
+        short.write_all(b"abc").unwrap();
+        assert!(short.commit_prehashed(Digest::of(b"abcd"), 4).is_err());
+        let mut unnamed = store.prehashed_blob_writer().unwrap();
+        unnamed.write_all(b"abc").unwrap();
+        assert!(unnamed.commit(None).is_err());
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 

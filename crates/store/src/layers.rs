@@ -58,11 +58,21 @@ impl Store {
         source: layer::DiffSource<'_>,
         opts: &layer::DiffOptions,
     ) -> Result<(oci::Descriptor, DiffId)> {
-        let writer = self.blob_writer()?;
+        // An uncompressed layer's digest is its diff id, which the tar writer computes anyway.
+        let uncompressed = opts.compression == layer::Compression::None;
+        let writer = if uncompressed {
+            self.prehashed_blob_writer()?
+        } else {
+            self.blob_writer()?
+        };
         let (stats, writer) = layer::write_diff(source, opts, writer).map_err(|source| {
             StoreError::Invalid(format!("writing a layer: {}", oci::error_chain(&source)))
         })?;
-        let (digest, size) = writer.commit(None)?;
+        let (digest, size) = if uncompressed {
+            writer.commit_prehashed(stats.diff_id.0.clone(), stats.uncompressed_size)?
+        } else {
+            writer.commit(None)?
+        };
         self.put_layer_info(
             &digest,
             &LayerInfo {
