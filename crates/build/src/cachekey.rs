@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use dockerfile::IgnoreMatcher;
 use oci::{Digest, Sha256Hasher};
 
-use crate::context::{BuildContext, ContextError, EntryKind};
+use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
 use crate::copy::glob_match;
 
 /// Bump when anything that feeds a key changes meaning: old records then simply miss.
@@ -134,16 +134,13 @@ pub fn context_files(
     excludes: Option<&IgnoreMatcher>,
     inputs: &mut KeyInputs,
 ) -> Result<(), ContextError> {
-    let mut selected: BTreeMap<String, ()> = BTreeMap::new();
+    let mut selected: BTreeMap<&str, &ContextEntry> = BTreeMap::new();
     for pattern in sources {
         for top in matching_roots(ctx, pattern) {
             select_tree(ctx, &top, &mut selected, 0);
         }
     }
-    for path in selected.keys() {
-        let Some(entry) = ctx.entry(path) else {
-            continue;
-        };
+    for (path, entry) in selected {
         if excludes.is_some_and(|m| m.is_excluded(path)) {
             continue;
         }
@@ -152,13 +149,13 @@ pub fn context_files(
                 "file {:o} {} {}",
                 entry.mode,
                 entry.size,
-                ctx.content_hash_hex(path)?
+                ctx.content_hash(path)?.hex()
             ),
             EntryKind::Dir => format!("dir {:o}", entry.mode),
             EntryKind::Symlink(t) => format!("symlink {t}"),
             EntryKind::Other => format!("other {:o}", entry.mode),
         };
-        inputs.file(path.clone(), what);
+        inputs.file(path.to_string(), what);
     }
     Ok(())
 }
@@ -199,18 +196,25 @@ fn matching_roots(ctx: &BuildContext, pattern: &str) -> Vec<String> {
 
 /// A path, everything under it, and (for a top-level symlink, which COPY follows) what it
 /// points to inside the context.
-fn select_tree(ctx: &BuildContext, top: &str, out: &mut BTreeMap<String, ()>, depth: usize) {
+fn select_tree<'c>(
+    ctx: &'c BuildContext,
+    top: &str,
+    out: &mut BTreeMap<&'c str, &'c ContextEntry>,
+    depth: usize,
+) {
     if top.is_empty() {
-        out.extend(ctx.entries().keys().map(|k| (k.clone(), ())));
+        out.extend(ctx.entries().iter().map(|(k, e)| (k.as_str(), e)));
         return;
     }
-    out.insert(top.to_string(), ());
+    if let Some((k, e)) = ctx.entries().get_key_value(top) {
+        out.insert(k.as_str(), e);
+    }
     let prefix = format!("{top}/");
     out.extend(
         ctx.entries()
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| (k.clone(), ())),
+            .map(|(k, e)| (k.as_str(), e)),
     );
     if let Some(EntryKind::Symlink(target)) = ctx.entry(top).map(|e| &e.kind)
         && depth < 40

@@ -82,7 +82,7 @@ const RACY_MARGIN_NS: i128 = 100_000_000;
 #[derive(Default)]
 struct StatCacheFile {
     written_at_ns: i128,
-    entries: HashMap<String, (StatKey, String)>,
+    entries: HashMap<String, (StatKey, Digest)>,
 }
 
 /// The stat cache on disk: a versioned magic, the write time, then per entry the path, the
@@ -96,11 +96,7 @@ impl StatCacheFile {
         out.extend_from_slice(STAT_CACHE_MAGIC);
         out.extend_from_slice(&self.written_at_ns.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        for (path, (key, hex_digest)) in &self.entries {
-            let mut hash = [0u8; 32];
-            if hex::decode_to_slice(hex_digest, &mut hash).is_err() {
-                continue;
-            }
+        for (path, (key, digest)) in &self.entries {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path.as_bytes());
             out.extend_from_slice(&key.dev.to_le_bytes());
@@ -108,7 +104,7 @@ impl StatCacheFile {
             out.extend_from_slice(&key.size.to_le_bytes());
             out.extend_from_slice(&key.mtime_ns.to_le_bytes());
             out.extend_from_slice(&key.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&hash);
+            out.extend_from_slice(digest.sha256_bytes());
         }
         out
     }
@@ -132,8 +128,8 @@ impl StatCacheFile {
                 mtime_ns: i128::from_le_bytes(r.take(16)?.try_into().ok()?),
                 ctime_ns: i128::from_le_bytes(r.take(16)?.try_into().ok()?),
             };
-            let hash = hex::encode(r.take(32)?);
-            entries.insert(path, (key, hash));
+            let digest = Digest::from_sha256_bytes(r.take(32)?.try_into().ok()?);
+            entries.insert(path, (key, digest));
         }
         Some(StatCacheFile {
             written_at_ns,
@@ -166,8 +162,8 @@ pub struct BuildContext {
     hidden: Vec<String>,
     cache_file: Option<PathBuf>,
     previous: StatCacheFile,
-    /// Content hashes known in this build, as hex.
-    hashes: Mutex<HashMap<String, String>>,
+    /// Content hashes known in this build.
+    hashes: Mutex<HashMap<String, Digest>>,
     /// How many files had to be read to hash them (for tests and `--explain-cache`).
     reads: Mutex<usize>,
 }
@@ -180,22 +176,29 @@ impl BuildContext {
         ignore: &IgnoreMatcher,
         cache_file: Option<PathBuf>,
     ) -> Result<BuildContext, ContextError> {
-        let mut entries = BTreeMap::new();
-        let excluded = walk(root, ignore, &mut entries)?;
+        // The stat cache loads while the walk runs: neither needs the other until the end.
+        let (walked, previous) = std::thread::scope(|scope| {
+            let loading = scope.spawn(|| {
+                cache_file
+                    .as_deref()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|d| StatCacheFile::decode(&d))
+                    .unwrap_or_default()
+            });
+            let walked = walk(root, ignore);
+            (walked, loading.join().unwrap_or_default())
+        });
+        let (mut entries, excluded) = walked?;
         add_implicit_parents(&mut entries);
         let hidden = fewest_hiding(excluded, &entries);
-        let previous = cache_file
-            .as_deref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|d| StatCacheFile::decode(&d))
-            .unwrap_or_default();
+        let known = previous.entries.len();
         Ok(BuildContext {
             root: root.to_path_buf(),
             entries,
             hidden,
             cache_file,
             previous,
-            hashes: Mutex::new(HashMap::new()),
+            hashes: Mutex::new(HashMap::with_capacity(known)),
             reads: Mutex::new(0),
         })
     }
@@ -260,16 +263,6 @@ impl BuildContext {
     /// The sha256 of a regular file's content: from the stat cache when the file's stat is
     /// unchanged and not racy, otherwise by reading it.
     pub fn content_hash(&self, rel: &str) -> Result<Digest, ContextError> {
-        let hex = self.content_hash_hex(rel)?;
-        Digest::parse_hex(&hex).map_err(|e| ContextError::Io {
-            path: self.root.join(rel),
-            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-        })
-    }
-
-    /// [`Self::content_hash`] as 64 hex digits, the form cache keys and the stat cache use,
-    /// so a no-op rebuild never converts thousands of digests back and forth.
-    pub fn content_hash_hex(&self, rel: &str) -> Result<String, ContextError> {
         if let Some(d) = lock(&self.hashes).get(rel) {
             return Ok(d.clone());
         }
@@ -277,17 +270,16 @@ impl BuildContext {
             .entries
             .get(rel)
             .and_then(|e| self.previous.fresh(rel, e))
-            .filter(|hex| hex.len() == 64)
             .cloned();
-        let hex = match cached {
-            Some(hex) => hex,
+        let digest = match cached {
+            Some(digest) => digest,
             None => {
                 *lock(&self.reads) += 1;
-                hash_file(&self.root.join(rel))?.hex()
+                hash_file(&self.root.join(rel))?
             }
         };
-        lock(&self.hashes).insert(rel.to_string(), hex.clone());
-        Ok(hex)
+        lock(&self.hashes).insert(rel.to_string(), digest.clone());
+        Ok(digest)
     }
 
     /// Files whose content had to be read so far.
@@ -303,14 +295,16 @@ impl BuildContext {
             return Ok(());
         };
         let hashes = lock(&self.hashes);
-        // Unchanged: nothing was read (every hash came from the cache) and every recorded
-        // entry is still there, with the same stat, and no longer racy.
+        // Unchanged: nothing was read, so every hash known came from a fresh recorded entry
+        // (still there, same stat, no longer racy), and either there are as many as were
+        // recorded (the common case, no lookups) or the ones not asked for are fresh too.
         let unchanged = self.files_read() == 0
-            && self.previous.entries.keys().all(|rel| {
-                self.entries
-                    .get(rel)
-                    .is_some_and(|e| self.previous.fresh(rel, e).is_some())
-            });
+            && (hashes.len() == self.previous.entries.len()
+                || self.previous.entries.keys().all(|rel| {
+                    self.entries
+                        .get(rel)
+                        .is_some_and(|e| self.previous.fresh(rel, e).is_some())
+                }));
         if unchanged {
             return Ok(());
         }
@@ -319,14 +313,14 @@ impl BuildContext {
             entries: HashMap::with_capacity(self.entries.len()),
         };
         for (rel, entry) in &self.entries {
-            let hex = match hashes.get(rel) {
-                Some(hex) => hex.clone(),
+            let digest = match hashes.get(rel) {
+                Some(digest) => digest.clone(),
                 None => match self.previous.entries.get(rel) {
-                    Some((key, hex)) if *key == entry.stat => hex.clone(),
+                    Some((key, digest)) if *key == entry.stat => digest.clone(),
                     _ => continue,
                 },
             };
-            out.entries.insert(rel.clone(), (entry.stat, hex));
+            out.entries.insert(rel.clone(), (entry.stat, digest));
         }
         let io_err = |source| ContextError::Io {
             path: path.clone(),
@@ -344,12 +338,12 @@ impl BuildContext {
 
 impl StatCacheFile {
     /// The recorded hash of `rel`, if its stat is unchanged and was not racy when recorded.
-    fn fresh(&self, rel: &str, entry: &ContextEntry) -> Option<&String> {
-        let (key, hex) = self.entries.get(rel)?;
+    fn fresh(&self, rel: &str, entry: &ContextEntry) -> Option<&Digest> {
+        let (key, digest) = self.entries.get(rel)?;
         let trusted = *key == entry.stat
             && key.mtime_ns + RACY_MARGIN_NS < self.written_at_ns
             && key.ctime_ns + RACY_MARGIN_NS < self.written_at_ns;
-        trusted.then_some(hex)
+        trusted.then_some(digest)
     }
 }
 
@@ -380,8 +374,7 @@ fn hash_file(path: &Path) -> Result<Digest, ContextError> {
 fn walk(
     root: &Path,
     ignore: &IgnoreMatcher,
-    out: &mut BTreeMap<String, ContextEntry>,
-) -> Result<Vec<String>, ContextError> {
+) -> Result<(BTreeMap<String, ContextEntry>, Vec<String>), ContextError> {
     let mut dirs: Vec<String> = vec![String::new()];
     let mut found: Vec<Found> = Vec::new();
     let mut excluded: Vec<String> = Vec::new();
@@ -407,18 +400,24 @@ fn walk(
         .unwrap_or(1)
         .clamp(1, 8);
     let chunk = found.len().div_ceil(threads).max(1);
+    let mut parts = Vec::with_capacity(threads);
+    while found.len() > chunk {
+        let rest = found.split_off(chunk);
+        parts.push(std::mem::replace(&mut found, rest));
+    }
+    parts.push(found);
     let dir_fds = &dir_fds;
     let stated: Vec<Result<Vec<(String, ContextEntry)>, ContextError>> =
         std::thread::scope(|scope| {
-            let workers: Vec<_> = found
-                .chunks(chunk)
+            let workers: Vec<_> = parts
+                .into_iter()
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter()
+                        part.into_iter()
                             .map(|f| {
                                 let entry =
                                     entry_of(dir_fds[f.dir].as_fd(), &f.name, &root.join(&f.rel))?;
-                                Ok((f.rel.clone(), entry))
+                                Ok((f.rel, entry))
                             })
                             .collect()
                     })
@@ -436,10 +435,14 @@ fn walk(
                 })
                 .collect()
         });
+    let stated = stated.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut all = Vec::with_capacity(stated.iter().map(Vec::len).sum());
     for part in stated {
-        out.extend(part?);
+        all.extend(part);
     }
-    Ok(excluded)
+    // Sorted first, the map is built in one pass instead of by thousands of inserts.
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok((all.into_iter().collect(), excluded))
 }
 
 /// Creates the directory `copy` with `real`'s owner and permissions (not its content).
@@ -691,6 +694,19 @@ mod tests {
         let second = BuildContext::scan(&r, &matcher(""), Some(cache.clone())).unwrap();
         assert_eq!(second.content_hash("f7").unwrap(), want);
         assert_eq!(second.files_read(), 0);
+        // Nothing new learned, whether every recorded file was asked for or only some: the
+        // cache is left as it is (a rewrite would replace the file, and its inode).
+        use std::os::unix::fs::MetadataExt;
+        let inode = || std::fs::metadata(&cache).unwrap().ino();
+        let before = inode();
+        second.save_stat_cache(now_ns()).unwrap();
+        assert_eq!(inode(), before);
+        let all = BuildContext::scan(&r, &matcher(""), Some(cache.clone())).unwrap();
+        for i in 0..50 {
+            all.content_hash(&format!("f{i}")).unwrap();
+        }
+        all.save_stat_cache(now_ns()).unwrap();
+        assert_eq!(inode(), before);
 
         // A changed file is re-read, even with the same size.
         std::fs::write(r.join("f7"), "content X").unwrap();
@@ -712,10 +728,10 @@ mod tests {
             mtime_ns: -4,
             ctime_ns: 5,
         };
-        file.entries.insert("a/b".into(), (key, "ab".repeat(32)));
+        file.entries.insert("a/b".into(), (key, Digest::of(b"ab")));
         let back = StatCacheFile::decode(&file.encode()).unwrap();
         assert_eq!(back.written_at_ns, 42);
-        assert_eq!(back.entries.get("a/b"), Some(&(key, "ab".repeat(32))));
+        assert_eq!(back.entries.get("a/b"), Some(&(key, Digest::of(b"ab"))));
         let bytes = file.encode();
         for cut in 0..bytes.len() {
             assert!(StatCacheFile::decode(&bytes[..cut]).is_none() || cut == bytes.len());

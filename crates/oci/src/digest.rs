@@ -35,9 +35,19 @@ impl Digest {
         "sha256"
     }
 
+    pub fn sha256_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// The 64 hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
-        hex::encode(self.bytes)
+        // Into a fixed buffer: `hex::encode` goes char by char, and a no-op rebuild formats
+        // one digest per context file.
+        let mut out = [0u8; 64];
+        match hex::encode_to_slice(self.bytes, &mut out) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(_) => hex::encode(self.bytes),
+        }
     }
 
     /// The first 12 hex digits, as docker shows image ids.
