@@ -92,7 +92,7 @@ pub fn explain_miss(before: &[(String, String)], now: &[(String, String)]) -> St
         match old.get(k) {
             None => reasons.push(format!("{k} is new")),
             Some(o) if o != v => reasons.push(match k.strip_prefix("file ") {
-                Some(path) => format!("file {path} changed"),
+                Some(path) => format!("file {} changed", crate::names::display(path)),
                 None => format!("{k} changed ({} → {})", short(o), short(v)),
             }),
             _ => {}

@@ -18,6 +18,8 @@ use dockerfile::IgnoreMatcher;
 use oci::{Digest, Sha256Hasher};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::names::{fs_path, name_from_bytes};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("reading the build context at {path}: {source}")]
@@ -26,6 +28,10 @@ pub enum ContextError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the build context holds a file name strata cannot carry: {path} (it contains a character from U+10FF80 to U+10FFFF, which strata uses to carry bytes that are not UTF-8)"
+    )]
+    UnsupportedName { path: PathBuf },
 }
 
 /// What a context path is.
@@ -228,19 +234,16 @@ impl BuildContext {
         mirror_dir(&self.root, mask)?;
         let mut mirrored = vec![PathBuf::new()];
         for rel in &self.hidden {
+            let rel = fs_path(rel);
             let mut done = PathBuf::new();
-            for part in Path::new(rel)
-                .parent()
-                .into_iter()
-                .flat_map(Path::components)
-            {
+            for part in rel.parent().into_iter().flat_map(Path::components) {
                 done.push(part);
                 if !mask.join(&done).exists() {
                     mirror_dir(&self.root.join(&done), &mask.join(&done))?;
                     mirrored.push(done.clone());
                 }
             }
-            let path = mask.join(rel);
+            let path = mask.join(&rel);
             rustix::fs::mknodat(
                 rustix::fs::CWD,
                 &path,
@@ -275,7 +278,7 @@ impl BuildContext {
             Some(digest) => digest,
             None => {
                 *lock(&self.reads) += 1;
-                hash_file(&self.root.join(rel))?
+                hash_file(&self.root.join(fs_path(rel)))?
             }
         };
         lock(&self.hashes).insert(rel.to_string(), digest.clone());
@@ -383,7 +386,7 @@ fn walk(
     let dir_fds = dirs
         .iter()
         .map(|d| {
-            let path = root.join(d);
+            let path = root.join(fs_path(d));
             rustix::fs::open(
                 &path,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -520,7 +523,7 @@ fn list(
     let dir = if rel_dir.is_empty() {
         root.to_path_buf()
     } else {
-        root.join(&rel_dir)
+        root.join(fs_path(&rel_dir))
     };
     let io_err = |source| ContextError::Io {
         path: dir.clone(),
@@ -529,9 +532,12 @@ fn list(
     for dir_entry in std::fs::read_dir(&dir).map_err(io_err)? {
         let dir_entry = dir_entry.map_err(io_err)?;
         let name = dir_entry.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
+        let Some(name) = name_from_bytes(name.as_encoded_bytes()) else {
+            return Err(ContextError::UnsupportedName {
+                path: dir.join(&name),
+            });
         };
+        let name = name.as_str();
         let rel = if rel_dir.is_empty() {
             name.to_string()
         } else {
@@ -565,15 +571,16 @@ fn entry_of(dir: BorrowedFd<'_>, name: &str, path: &Path) -> Result<ContextEntry
         path: path.to_path_buf(),
         source,
     };
-    let st =
-        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err(e.into()))?;
+    let name = fs_path(name);
+    let st = rustix::fs::statat(dir, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err(e.into()))?;
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File,
         FileType::Directory => EntryKind::Dir,
         FileType::Symlink => {
-            let target =
-                rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| io_err(e.into()))?;
-            EntryKind::Symlink(target.to_string_lossy().into_owned())
+            let target = rustix::fs::readlinkat(dir, name.as_ref(), Vec::new())
+                .map_err(|e| io_err(e.into()))?;
+            EntryKind::Symlink(link_target(target.as_bytes()))
         }
         _ => EntryKind::Other,
     };
@@ -587,6 +594,12 @@ fn entry_of(dir: BorrowedFd<'_>, name: &str, path: &Path) -> Result<ContextEntry
         mode: st.st_mode & 0o7777,
         stat: StatKey::of(&st),
     })
+}
+
+/// A symlink's target as a build path (see [`crate::names`]); a target that cannot be
+/// carried exactly is shown lossily, as it only feeds cache keys and source resolution.
+pub(crate) fn link_target(bytes: &[u8]) -> String {
+    name_from_bytes(bytes).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A file re-included by a `!` exception under an excluded directory still needs its parent

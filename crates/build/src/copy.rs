@@ -16,6 +16,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use dockerfile::IgnoreMatcher;
+
+use crate::context::link_target;
+use crate::names::{fs_path, name_from_bytes};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +215,7 @@ impl Unpacks {
         for (dir, path) in self.0 {
             let file = rustix::fs::openat(
                 &src.root,
-                path.as_str(),
+                fs_path(&path).as_ref(),
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
@@ -336,7 +339,12 @@ impl Copier<'_, '_> {
 
     fn lstat(&self, rel: &str) -> io::Result<rustix::fs::Stat> {
         let path = if rel.is_empty() { "." } else { rel };
-        rustix::fs::statat(self.root(), path, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+        rustix::fs::statat(
+            self.root(),
+            fs_path(path).as_ref(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
     }
 
     /// Follows symlinks in `rel` (every component), never leaving the source root.
@@ -366,9 +374,10 @@ impl Copier<'_, '_> {
                 if hops > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc_eloop()));
                 }
-                let target = rustix::fs::readlinkat(self.root(), current.as_str(), Vec::new())
-                    .map_err(io::Error::from)?;
-                let target = target.to_string_lossy().into_owned();
+                let target =
+                    rustix::fs::readlinkat(self.root(), fs_path(&current).as_ref(), Vec::new())
+                        .map_err(io::Error::from)?;
+                let target = link_target(target.as_bytes());
                 done.pop();
                 if target.starts_with('/') {
                     done.clear();
@@ -478,7 +487,7 @@ impl Copier<'_, '_> {
         let path = if dir.is_empty() { "." } else { dir };
         let fd = rustix::fs::openat(
             self.root(),
-            path,
+            fs_path(path).as_ref(),
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
@@ -496,7 +505,13 @@ impl Copier<'_, '_> {
                 .map_err(io_ctx(format!("reading /{dir}")))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push(String::from_utf8_lossy(name).into_owned());
+                names.push(name_from_bytes(name).ok_or_else(|| {
+                    CopyError::Invalid(format!(
+                        "/{dir}/{}: a file name holding a character from U+10FF80 to U+10FFFF \
+                         cannot be copied (strata uses those to carry bytes that are not UTF-8)",
+                        String::from_utf8_lossy(name)
+                    ))
+                })?);
             }
         }
         names.sort();
@@ -522,11 +537,11 @@ impl Copier<'_, '_> {
             return self.unpack(&resolved, Path::new(dest_root));
         }
         let target: PathBuf = if self.spec.parents {
-            Path::new(dest_root).join(parents_path(pattern, rel))
+            Path::new(dest_root).join(fs_path(&parents_path(pattern, rel)))
         } else if node.kind == FileType::Directory {
             PathBuf::from(dest_root)
         } else if dest_is_dir || fs::metadata(dest_root).is_ok_and(|m| m.is_dir()) {
-            Path::new(dest_root).join(&base_name)
+            Path::new(dest_root).join(fs_path(&base_name))
         } else {
             PathBuf::from(dest_root)
         };
@@ -569,7 +584,7 @@ impl Copier<'_, '_> {
             }
             let st = self.lstat(&src).map_err(io_ctx(format!("lstat /{src}")))?;
             let node = node_of(&st);
-            let target = dest_dir.join(&name);
+            let target = dest_dir.join(fs_path(&name));
             if node.kind == FileType::Directory {
                 match fs::symlink_metadata(&target) {
                     Ok(m) if m.is_dir() => self.set_metadata(&target, &node, true)?,
@@ -664,7 +679,7 @@ impl Copier<'_, '_> {
                 if node.kind == FileType::RegularFile {
                     let fd = rustix::fs::openat(
                         self.root(),
-                        src,
+                        fs_path(src).as_ref(),
                         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )
@@ -686,7 +701,7 @@ impl Copier<'_, '_> {
                 set_times(target, s, ns).map_err(io_ctx(ctx()))
             }
             FileType::Symlink => {
-                let link = rustix::fs::readlinkat(self.root(), src, Vec::new())
+                let link = rustix::fs::readlinkat(self.root(), fs_path(src).as_ref(), Vec::new())
                     .map_err(io::Error::from)
                     .map_err(io_ctx(ctx()))?;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link.as_bytes()), target)
@@ -734,7 +749,7 @@ impl Copier<'_, '_> {
     fn open_source(&self, src: &str) -> Result<File, CopyError> {
         rustix::fs::openat(
             self.root(),
-            src,
+            fs_path(src).as_ref(),
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )

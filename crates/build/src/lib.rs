@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod copy;
+pub mod names;
 pub mod plan;
 pub use sandbox::users;
 pub mod cachekey;

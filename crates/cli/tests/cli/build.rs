@@ -806,6 +806,64 @@ COPY --link src/a /linked/
     assert!(has("linked/x.go "), "{listing:#?}");
 }
 
+#[test]
+fn file_names_that_are_not_utf8_are_copied_exactly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let b = Build::new(
+        "FROM base AS first
+COPY . /ctx/
+FROM base
+COPY --from=first /ctx /again
+COPY su* /glob/
+",
+    );
+    let raw = |dir: &std::path::Path, name: &[u8]| dir.join(OsStr::from_bytes(name));
+    std::fs::create_dir_all(b.ctx.join("sub")).unwrap();
+    std::fs::write(raw(&b.ctx, b"caf\xe9.txt"), "one").unwrap();
+    std::fs::write(raw(&b.ctx.join("sub"), b"\xff\xfe"), "two").unwrap();
+    std::fs::write(raw(&b.ctx, b"skip\xe9"), "hidden").unwrap();
+    b.file(".dockerignore", "skip*\n");
+    let out = b.env.path("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let (_, err) = b.build(&["--output", &dest, "--target", "first"]);
+    assert_eq!(
+        std::fs::read_to_string(raw(&out, b"ctx/caf\xe9.txt")).unwrap(),
+        "one",
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(raw(&out, b"ctx/sub/\xff\xfe")).unwrap(),
+        "two"
+    );
+    assert!(
+        !raw(&out, b"ctx/skip\xe9").exists(),
+        ".dockerignore applies"
+    );
+
+    let out2 = b.env.path("out2");
+    let dest = format!("type=local,dest={}", out2.display());
+    b.build(&["--output", &dest]);
+    assert_eq!(
+        std::fs::read_to_string(raw(&out2, b"again/caf\xe9.txt")).unwrap(),
+        "one",
+        "copied from a stage"
+    );
+    assert_eq!(
+        std::fs::read_to_string(raw(&out2, b"glob/\xff\xfe")).unwrap(),
+        "two",
+        "found by a wildcard"
+    );
+
+    let (_, err) = b.build(&[]);
+    assert_eq!(cached_steps(&err).len(), 3, "{err}");
+    std::fs::write(raw(&b.ctx, b"caf\xe9.txt"), "changed").unwrap();
+    let (_, err) = b.build(&[]);
+    let misses = misses(&err);
+    assert_eq!(misses.len(), 3, "{err}");
+    assert_eq!(misses[0], "file caf\\xe9.txt changed");
+}
+
 /// Puts a host program and the libraries `ldd` names for it into `root`, at their own paths,
 /// so a busybox image can run it.
 fn add_host_program(root: &std::path::Path, program: &str) {
