@@ -57,7 +57,9 @@ pub(crate) fn init_layout(store: &Store) -> Result<()> {
     if !store.index_path().exists() {
         let _guard = store.lock_index()?;
         if !store.index_path().exists() {
-            store.write_index(&Index::default())?;
+            let data = oci::canonical_json_pretty(&Index::default())
+                .map_err(|e| StoreError::Invalid(format!("serializing index.json: {e}")))?;
+            write_atomic(store, &store.index_path(), &data)?;
         }
     }
     Ok(())
@@ -94,24 +96,30 @@ impl Store {
     }
 
     pub(crate) fn read_index(&self) -> Result<Index> {
+        Ok(self.read_index_bytes()?.0)
+    }
+
+    /// The index and the bytes it was read from.
+    fn read_index_bytes(&self) -> Result<(Index, Vec<u8>)> {
         let path = self.index_path();
         let data = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&data)
-            .map_err(|e| StoreError::Invalid(format!("{} is corrupt: {e}", path.display())))
+        let index = serde_json::from_slice(&data)
+            .map_err(|e| StoreError::Invalid(format!("{} is corrupt: {e}", path.display())))?;
+        Ok((index, data))
     }
 
-    fn write_index(&self, index: &Index) -> Result<()> {
-        let data = oci::canonical_json_pretty(index)
-            .map_err(|e| StoreError::Invalid(format!("serializing index.json: {e}")))?;
-        write_atomic(self, &self.index_path(), &data)
-    }
-
-    /// Read-modify-write of `index.json` under the index lock.
+    /// Read-modify-write of `index.json` under the index lock. A change that changes nothing
+    /// (re-tagging a rebuilt image with its name) writes nothing: the write's fsyncs wait on
+    /// every earlier write to the disk, and a no-op rebuild would pay for them.
     fn update_index<T>(&self, change: impl FnOnce(&mut Vec<Descriptor>) -> T) -> Result<T> {
         let _guard = self.lock_index()?;
-        let mut index = self.read_index()?;
+        let (mut index, before) = self.read_index_bytes()?;
         let out = change(&mut index.manifests);
-        self.write_index(&index)?;
+        let data = oci::canonical_json_pretty(&index)
+            .map_err(|e| StoreError::Invalid(format!("serializing index.json: {e}")))?;
+        if data != before {
+            write_atomic(self, &self.index_path(), &data)?;
+        }
         Ok(out)
     }
 
@@ -425,6 +433,31 @@ mod tests {
             store.resolve_image("nope"),
             Err(StoreError::ImageNotFound(_))
         ));
+    }
+
+    #[test]
+    fn storing_what_is_there_already_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, store) = temp_store();
+        let a = tiny_image(&store, "a");
+        let name = Reference::parse("app:1").unwrap();
+        store.set_name(&name, &a).unwrap();
+        let inode = || std::fs::metadata(store.index_path()).unwrap().ino();
+        let before = inode();
+        store.set_name(&name, &a).unwrap();
+        assert_eq!(inode(), before, "index.json was not replaced");
+        store
+            .set_name(&Reference::parse("app:2").unwrap(), &a)
+            .unwrap();
+        assert_ne!(inode(), before, "a real change is written");
+
+        let blob = store.put_blob(b"config").unwrap();
+        let written = std::fs::metadata(store.blob_path(&blob)).unwrap().ino();
+        store.put_blob(b"config").unwrap();
+        assert_eq!(
+            std::fs::metadata(store.blob_path(&blob)).unwrap().ino(),
+            written
+        );
     }
 
     #[test]

@@ -305,9 +305,16 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         &ignore,
         (args.context != "-").then_some(stat_cache),
     )?;
-    let scratch = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(store.tmp_dir())?;
+    // Only env secrets need a scratch file; a build without any creates nothing (on a busy
+    // disk, even a directory created and removed waits on the filesystem journal).
+    let scratch = match args.secrets.is_empty() {
+        true => None,
+        false => Some(
+            tempfile::Builder::new()
+                .prefix("build-")
+                .tempdir_in(store.tmp_dir())?,
+        ),
+    };
     let mode = if ctx.quiet {
         ProgressMode::Quiet
     } else {
@@ -334,7 +341,10 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         } else {
             sandbox::Network::None
         },
-        secrets: parse_secrets(&args.secrets, scratch.path())?,
+        secrets: match &scratch {
+            Some(dir) => parse_secrets(&args.secrets, dir.path())?,
+            None => HashMap::new(),
+        },
         ssh: parse_ssh(&args.ssh)?,
         source_date_epoch: source_date_epoch()?,
         compression: args.compression,
