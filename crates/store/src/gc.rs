@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use oci::{ChainId, Descriptor, Digest, ImageConfig, Index, Manifest, chain_ids};
+use oci::{ChainId, Descriptor, Digest, ImageConfig, Index, Manifest, Reference, chain_ids};
 
 use crate::snapshot::{remove_tree, tree_size};
 use crate::{IoContext, Result, Store};
@@ -8,6 +8,8 @@ use crate::{IoContext, Result, Store};
 /// One thing garbage collection removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removed {
+    /// A name removed from an image no container uses (`prune --all`).
+    Untagged(Reference),
     /// An image record that had no name (its top-level digest).
     DanglingImage(Digest),
     Blob {
@@ -39,6 +41,12 @@ impl Store {
     /// snapshot that no named image, container or build cache record references, and whatever interrupted work left in `tmp/`. Holds the store lock
     /// exclusively, so it waits for other strata processes and they wait for it.
     pub fn prune(&self) -> Result<PruneReport> {
+        self.prune_images(false)
+    }
+
+    /// [`Store::prune`]; with `all_unused`, every image no container uses goes too, named or
+    /// not, as with docker's `image prune --all`: its names first, then the image.
+    pub fn prune_images(&self, all_unused: bool) -> Result<PruneReport> {
         let _lock = self.lock_exclusive()?;
         let mut report = PruneReport::default();
         // An image a container was made from stays, named or not, as docker keeps it.
@@ -47,6 +55,12 @@ impl Store {
             .into_iter()
             .map(|c| c.image_manifest.digest)
             .collect();
+        if all_unused {
+            let untagged = self.untag_all_but(&in_use)?;
+            report
+                .removed
+                .extend(untagged.into_iter().map(Removed::Untagged));
+        }
         for desc in self.remove_dangling()? {
             if in_use.contains(&desc.digest) {
                 self.add_unnamed(&desc)?;
@@ -241,6 +255,51 @@ mod tests {
         }));
         assert_eq!(report.reclaimed, 22);
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prune_all_removes_named_images_too_but_not_what_containers_use() {
+        let (_d, store) = temp_store();
+        let image = |arch: &str| {
+            let config = ImageConfig {
+                architecture: arch.into(),
+                ..Default::default()
+            };
+            store.put_image(&config, Vec::new()).unwrap()
+        };
+        let unused = image("amd64");
+        let used = image("arm64");
+        for (name, desc) in [("a:1", &unused), ("a:2", &unused), ("b", &used)] {
+            store
+                .set_name(&Reference::parse(name).unwrap(), desc)
+                .unwrap();
+        }
+        let kept = store.prune().unwrap();
+        assert!(kept.removed.is_empty(), "{:?}", kept.removed);
+        std::fs::create_dir_all(store.containers_dir()).unwrap();
+        store
+            .create_container(&crate::test_support::container_for(&used))
+            .unwrap();
+
+        let report = store.prune_images(true).unwrap();
+        let untagged: Vec<String> = report
+            .removed
+            .iter()
+            .filter_map(|r| match r {
+                Removed::Untagged(name) => Some(name.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(untagged, ["docker.io/library/a:1", "docker.io/library/a:2"]);
+        let deleted = report
+            .removed
+            .iter()
+            .filter(|r| matches!(r, Removed::DanglingImage(_)))
+            .count();
+        assert_eq!(deleted, 1, "one image, once: {:?}", report.removed);
+        assert!(!store.has_blob(&unused.digest));
+        assert!(store.has_blob(&used.digest));
+        assert_eq!(store.images().unwrap().len(), 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use oci::{
     Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Platform, Reference, annotations,
@@ -200,6 +200,30 @@ impl Store {
                 entries.drain(..).partition(|d| name_of(d).is_none());
             *entries = named;
             dangling
+        })
+    }
+
+    /// Removes the names of every image whose digest is not in `keep`, leaving each as one
+    /// unnamed entry (for [`Store::prune_images`] to remove); returns the names removed.
+    pub(crate) fn untag_all_but(&self, keep: &HashSet<Digest>) -> Result<Vec<Reference>> {
+        self.update_index(|entries| {
+            let mut untagged = Vec::new();
+            let mut out: Vec<Descriptor> = Vec::new();
+            for desc in entries.drain(..) {
+                let name = name_of(&desc);
+                let stays = name.is_none() || keep.contains(&desc.digest);
+                untagged.extend(name.filter(|_| !stays));
+                let desc = if stays {
+                    desc
+                } else {
+                    unnamed_descriptor(desc)
+                };
+                if stays || !out.iter().any(|d| d.digest == desc.digest) {
+                    out.push(desc);
+                }
+            }
+            *entries = out;
+            untagged
         })
     }
 

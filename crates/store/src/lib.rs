@@ -202,4 +202,21 @@ pub(crate) mod test_support {
         let store = Store::open(&dir.path().join("root")).unwrap();
         (dir, store)
     }
+
+    /// A container record made from `image`, enough for garbage collection to see it.
+    pub fn container_for(image: &oci::Descriptor) -> ContainerRecord {
+        ContainerRecord {
+            id: "c".repeat(64),
+            name: "user".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            path: "sh".into(),
+            args: Vec::new(),
+            image: String::new(),
+            image_name: "b".into(),
+            image_manifest: image.clone(),
+            config: Default::default(),
+            host_config: Default::default(),
+            mounts: Vec::new(),
+        }
+    }
 }

@@ -104,6 +104,47 @@ fn export_flattens_the_image() {
 }
 
 #[test]
+fn prune_all_removes_every_image_no_container_uses() {
+    let env = Env::new();
+    env.import_busybox("used:1");
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM used:1\nRUN touch /made\n").unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "unused:1",
+        "-t",
+        "unused:2",
+        ctx.to_str().unwrap(),
+    ]);
+    env.ok(&["run", "--name", "user", "used:1", "true"]);
+
+    let out = env.ok(&["prune"]);
+    assert!(
+        !out.contains("untagged:"),
+        "plain prune keeps named images: {out}"
+    );
+    let out = env.ok(&["prune", "--all"]);
+    assert!(
+        out.starts_with(
+            "Deleted Images:\nuntagged: unused:1\nuntagged: unused:2\ndeleted: sha256:"
+        ),
+        "{out}"
+    );
+    let listing = env.ok(&["images"]);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(
+        listing.contains("\nused ") && !listing.contains("unused"),
+        "the image a container uses stays: {listing}"
+    );
+    env.ok(&["rm", "user"]);
+    env.ok(&["prune", "-a"]);
+    assert_eq!(env.ok(&["images", "-q"]), "");
+}
+
+#[test]
 fn tag_and_rmi() {
     let env = Env::new();
     let id = env.import_busybox("one:1");
