@@ -280,6 +280,30 @@ RUN mkfifo /fifo && ln /tree/real /hard && ln -s /tree/real /soft && mknod /null
 }
 
 #[test]
+fn file_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    // The tree listing shows such names lossily; `ls` inside the image writes their bytes
+    // into a file whose content is compared exactly.
+    compare(
+        r#"FROM strata-diff-base:1
+COPY . /ctx/
+COPY s* /glob/
+RUN ls /ctx /ctx/sub /glob > /listing
+"#,
+        &[],
+        &[],
+        |ctx| {
+            let raw = |rel: &[u8]| ctx.join(std::ffi::OsStr::from_bytes(rel));
+            std::fs::create_dir_all(raw(b"sub")).unwrap();
+            std::fs::write(raw(b"caf\xe9.txt"), "one").unwrap();
+            std::fs::write(raw(b"sub/\xff\xfe"), "two").unwrap();
+            std::fs::write(raw(b"skip\xe9"), "hidden").unwrap();
+            std::fs::write(ctx.join(".dockerignore"), "skip*\n").unwrap();
+        },
+    );
+}
+
+#[test]
 fn workdir_user_and_shell() {
     compare(
         r#"FROM strata-diff-base:1
