@@ -18,7 +18,7 @@ use dockerfile::IgnoreMatcher;
 use oci::{Digest, Sha256Hasher};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::names::{fs_path, name_from_bytes};
+use crate::names::{fs_path, link_target, name_from_bytes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -594,12 +594,6 @@ fn entry_of(dir: BorrowedFd<'_>, name: &str, path: &Path) -> Result<ContextEntry
         mode: st.st_mode & 0o7777,
         stat: StatKey::of(&st),
     })
-}
-
-/// A symlink's target as a build path (see [`crate::names`]); a target that cannot be
-/// carried exactly is shown lossily, as it only feeds cache keys and source resolution.
-pub(crate) fn link_target(bytes: &[u8]) -> String {
-    name_from_bytes(bytes).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A file re-included by a `!` exception under an excluded directory still needs its parent

@@ -16,10 +16,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use dockerfile::IgnoreMatcher;
-
-use crate::context::link_target;
-use crate::names::{fs_path, name_from_bytes};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+
+use crate::names::{display, fs_path, link_target, name_from_bytes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -221,14 +220,15 @@ impl Unpacks {
             )
             .map(File::from)
             .map_err(io::Error::from)
-            .map_err(io_ctx(format!("reading /{path}")))?;
+            .map_err(io_ctx(format!("reading /{}", display(&path))))?;
             let root = PathBuf::from(format!(
                 "/proc/self/fd/{}",
                 std::os::fd::AsRawFd::as_raw_fd(&dir)
             ));
-            let stream = archive_stream(file).map_err(io_ctx(format!("reading /{path}")))?;
+            let stream =
+                archive_stream(file).map_err(io_ctx(format!("reading /{}", display(&path))))?;
             layer::apply(stream, &root, layer::ApplyMode::Flatten)
-                .map_err(|e| CopyError::Invalid(format!("unpacking /{path}: {e}")))?;
+                .map_err(|e| CopyError::Invalid(format!("unpacking /{}: {e}", display(&path))))?;
         }
         Ok(())
     }
@@ -398,7 +398,7 @@ impl Copier<'_, '_> {
     /// BuildKit, but the directory before the first wildcard must exist).
     fn expand_source(&self, pattern: &str) -> Result<Vec<String>, CopyError> {
         let rel = clean_rel(pattern);
-        let not_found = || CopyError::NotFound(format!("/{rel}"));
+        let not_found = || CopyError::NotFound(format!("/{}", display(&rel)));
         if !has_wildcard(&rel) {
             let resolved = self.resolve(&rel).map_err(|_| not_found())?;
             if !self.src.visible(&resolved) || self.lstat(&resolved).is_err() {
@@ -415,7 +415,7 @@ impl Copier<'_, '_> {
         });
         if !prefix_ok {
             return Err(CopyError::Io {
-                context: format!("lstat /{prefix}"),
+                context: format!("lstat /{}", display(&prefix)),
                 source: io::Error::from(io::ErrorKind::NotFound),
             });
         }
@@ -492,17 +492,17 @@ impl Copier<'_, '_> {
             Mode::empty(),
         )
         .map_err(|e| CopyError::Io {
-            context: format!("reading /{dir}"),
+            context: format!("reading /{}", display(dir)),
             source: e.into(),
         })?;
         let mut names = Vec::new();
         let d = rustix::fs::Dir::read_from(&fd)
             .map_err(io::Error::from)
-            .map_err(io_ctx(format!("reading /{dir}")))?;
+            .map_err(io_ctx(format!("reading /{}", display(dir))))?;
         for entry in d {
             let entry = entry
                 .map_err(io::Error::from)
-                .map_err(io_ctx(format!("reading /{dir}")))?;
+                .map_err(io_ctx(format!("reading /{}", display(dir))))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
                 names.push(name_from_bytes(name).ok_or_else(|| {
@@ -522,10 +522,10 @@ impl Copier<'_, '_> {
     fn copy_one(&mut self, rel: &str, pattern: &str, dest_is_dir: bool) -> Result<(), CopyError> {
         let resolved = self
             .resolve(rel)
-            .map_err(|_| CopyError::NotFound(format!("/{rel}")))?;
+            .map_err(|_| CopyError::NotFound(format!("/{}", display(rel))))?;
         let st = self
             .lstat(&resolved)
-            .map_err(|_| CopyError::NotFound(format!("/{rel}")))?;
+            .map_err(|_| CopyError::NotFound(format!("/{}", display(rel))))?;
         let node = node_of(&st);
         let base_name = Path::new(rel)
             .file_name()
@@ -582,7 +582,9 @@ impl Copier<'_, '_> {
             if !self.src.visible(&src) || self.excluded(&rel) {
                 continue;
             }
-            let st = self.lstat(&src).map_err(io_ctx(format!("lstat /{src}")))?;
+            let st = self
+                .lstat(&src)
+                .map_err(io_ctx(format!("lstat /{}", display(&src))))?;
             let node = node_of(&st);
             let target = dest_dir.join(fs_path(&name));
             if node.kind == FileType::Directory {
@@ -657,7 +659,7 @@ impl Copier<'_, '_> {
 
     fn copy_entry(&mut self, src: &str, node: &Node, target: &Path) -> Result<(), CopyError> {
         Self::clear_for_file(target)?;
-        let ctx = || format!("copying /{src} to {}", target.display());
+        let ctx = || format!("copying /{} to {}", display(src), target.display());
         if node.nlink > 1 && node.kind != FileType::Directory {
             if let Some(first) = self.links.get(&(node.dev, node.ino)) {
                 return fs::hard_link(first, target).map_err(io_ctx(ctx()));
@@ -755,7 +757,7 @@ impl Copier<'_, '_> {
         )
         .map(File::from)
         .map_err(io::Error::from)
-        .map_err(io_ctx(format!("reading /{src}")))
+        .map_err(io_ctx(format!("reading /{}", display(src))))
     }
 
     /// ADD unpacks a file when, after decompression, it starts with a valid tar header —

@@ -41,6 +41,12 @@ pub fn name_from_bytes(bytes: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// A symlink's target as a build path; a target that cannot be carried exactly is taken
+/// lossily, as it only feeds cache keys and source resolution.
+pub fn link_target(bytes: &[u8]) -> String {
+    name_from_bytes(bytes).unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// The filesystem path a build path stands for: carrier characters back to their bytes.
 pub fn fs_path(rel: &str) -> Cow<'_, Path> {
     if !rel.as_bytes().contains(&CARRIER_LEAD) {
