@@ -752,18 +752,27 @@ impl RegistryClient {
         }
     }
 
+    /// A request on `/v2/<repository>/manifests/<tag or digest>`.
+    fn manifest_exchange<'s>(
+        &self,
+        method: Method,
+        repository: &str,
+        tag_or_digest: &str,
+        scopes: &'s [Scope],
+    ) -> Result<Exchange<'s>> {
+        let url = self.url(repository, &format!("manifests/{tag_or_digest}"))?;
+        Ok(Exchange::new(method, url, scopes))
+    }
+
     /// The descriptor a reference points at (`HEAD` on the manifest, falling back to `GET`):
     /// what `FROM` pins and `pull` starts from.
     pub fn resolve(&self, reference: &Reference) -> Result<Descriptor> {
         let repository = reference.path();
         let tag_or_digest = reference_part(reference);
         let scopes = [Scope::pull(repository)];
-        let ex = Exchange::new(
-            Method::HEAD,
-            self.url(repository, &format!("manifests/{tag_or_digest}"))?,
-            &scopes,
-        )
-        .header("accept", MANIFEST_ACCEPT);
+        let ex = self
+            .manifest_exchange(Method::HEAD, repository, &tag_or_digest, &scopes)?
+            .header("accept", MANIFEST_ACCEPT);
         let resp = self.execute(&ex, Some(repository))?;
         if resp.status().as_u16() == 200 {
             let digest = header(&resp, "docker-content-digest").and_then(|d| d.parse().ok());
@@ -792,12 +801,9 @@ impl RegistryClient {
             Ok(_) => format!("manifest {tag_or_digest}"),
             Err(_) => format!("manifest for tag {tag_or_digest}"),
         };
-        let ex = Exchange::new(
-            Method::GET,
-            self.url(repository, &format!("manifests/{tag_or_digest}"))?,
-            &scopes,
-        )
-        .header("accept", MANIFEST_ACCEPT);
+        let ex = self
+            .manifest_exchange(Method::GET, repository, tag_or_digest, &scopes)?
+            .header("accept", MANIFEST_ACCEPT);
         let resp = self.execute(&ex, Some(repository))?;
         if resp.status().as_u16() != 200 {
             return Err(self.status_error(resp, "GET", repository, &what));
@@ -1099,12 +1105,9 @@ impl RegistryClient {
         bytes: &[u8],
     ) -> Result<Digest> {
         let scopes = [Scope::push(repository)];
-        let mut ex = Exchange::new(
-            Method::PUT,
-            self.url(repository, &format!("manifests/{tag_or_digest}"))?,
-            &scopes,
-        )
-        .header("content-type", media_type.as_str());
+        let mut ex = self
+            .manifest_exchange(Method::PUT, repository, tag_or_digest, &scopes)?
+            .header("content-type", media_type.as_str());
         ex.body = bytes;
         let resp = self.execute(&ex, Some(repository))?;
         let ours = Digest::of(bytes);

@@ -214,9 +214,10 @@ impl Store {
         if self.blob_path(&digest).is_file() {
             return Ok(digest);
         }
-        let mut w = self.blob_writer()?;
+        // Hashed just above: written as prehashed, so it is not hashed a second time.
+        let mut w = self.prehashed_blob_writer()?;
         w.write_all(data).ctx(|| "writing blob".to_string())?;
-        Ok(w.commit(None)?.0)
+        Ok(w.commit_prehashed(digest, data.len() as u64)?.0)
     }
 
     /// Opens a blob for streaming, verified at EOF.
