@@ -909,7 +909,10 @@ fn copy_xattrs(from: &File, to: &File) {
         return;
     };
     for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name == b"security.selinux" {
+        if name.starts_with(b"trusted.overlay.")
+            || name.starts_with(b"user.overlay.")
+            || name == b"security.selinux"
+        {
             continue;
         }
         let Ok(name) = std::ffi::CString::new(name) else {

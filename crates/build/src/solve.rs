@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -1691,7 +1691,7 @@ fn read_from_layers(lowers: &[PathBuf]) -> (String, String) {
                 }
                 Ok(_) => return std::fs::read_to_string(&path).unwrap_or_default(),
                 Err(_) => {
-                    if is_opaque(&dir.join("etc")) {
+                    if layer::is_opaque(&dir.join("etc")) {
                         return String::new();
                     }
                 }
@@ -1700,12 +1700,6 @@ fn read_from_layers(lowers: &[PathBuf]) -> (String, String) {
         String::new()
     };
     (read("etc/passwd"), read("etc/group"))
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    let mut buf = [0u8; 2];
-    rustix::fs::getxattr(dir, "trusted.overlay.opaque", &mut buf)
-        .is_ok_and(|n| n == 1 && buf[0] == b'y')
 }
 
 /// Metadata-only history entries take the time of the layer before them (the first ones,

@@ -29,12 +29,24 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     log_level: String,
 
+    /// How RUN steps and containers are isolated: auto (namespaces as root, rootless through
+    /// a user namespace as an ordinary user, chroot where namespaces are refused),
+    /// namespaces, rootless or chroot
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ISOLATION",
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    isolation: sandbox::isolation::Requested,
+
     #[command(subcommand)]
     command: commands::Command,
 }
 
-fn default_root() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
+fn default_root(isolation: sandbox::isolation::Isolation) -> PathBuf {
+    if !isolation.is_rootless() {
         return PathBuf::from("/var/lib/strata");
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -73,10 +85,25 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Before any thread starts: a rootless user's command runs again inside a user namespace.
+    let isolation = match sandbox::isolation::enter(cli.isolation) {
+        Ok(sandbox::isolation::Entered::Here(isolation)) => isolation,
+        Ok(sandbox::isolation::Entered::Exited(code)) => {
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("  hint: {hint}");
+            }
+            return ExitCode::from(USAGE_EXIT);
+        }
+    };
     init_logging(&cli.log_level);
     let ctx = commands::Context {
-        root: cli.root.clone().unwrap_or_else(default_root),
+        root: cli.root.clone().unwrap_or_else(|| default_root(isolation)),
         quiet: cli.quiet,
+        isolation,
     };
     match commands::run(&ctx, cli.command) {
         Ok(code) => code,

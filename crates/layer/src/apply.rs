@@ -24,7 +24,7 @@ use crate::hashing::HashingReader;
 use crate::tar::{Kind, RawEntry, ReadError, TarReader};
 use crate::{LayerError, LayerStats, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
-const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+const OVERLAY_OPAQUE_XATTR: &[u8] = crate::OPAQUE_XATTR.as_bytes();
 /// Tar xattrs in these namespaces would let a layer forge overlayfs metadata (opaque dirs,
 /// redirects) in a snapshot; overlay's own markers come only from whiteout entries.
 const RESERVED_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
@@ -35,7 +35,7 @@ const IMPLICIT_DIR_MODE: u32 = 0o755;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyMode {
     /// The snapshot format for overlayfs lower dirs: a whiteout `.wh.NAME` becomes a 0/0
-    /// character device `NAME`, and `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on
+    /// character device `NAME`, and `.wh..wh..opq` the xattr `user.overlay.opaque=y` on
     /// its directory. Meant for an empty directory per layer, so hardlink targets must be in
     /// the same layer (as docker and containerd require for overlay snapshots too).
     Overlay,

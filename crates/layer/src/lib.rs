@@ -43,6 +43,16 @@ pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 /// The opaque marker: the directory holding it hides the lower layers' contents.
 pub const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+/// How a snapshot marks an opaque directory: overlayfs's `user.overlay.` namespace (the
+/// sandbox mounts with `userxattr`), which a rootless process may set; `trusted.` needs
+/// CAP_SYS_ADMIN on the host, so root and rootless snapshots could not share a format.
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// Whether `dir` (a snapshot or upper directory) is marked opaque.
+pub fn is_opaque(dir: &std::path::Path) -> bool {
+    let mut buf = [0u8; 2];
+    rustix::fs::lgetxattr(dir, OPAQUE_XATTR, &mut buf).is_ok_and(|n| n == 1 && buf[0] == b'y')
+}
 
 /// What a layer stream amounts to once written or applied.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,7 +41,7 @@ impl Jail {
     fn outside(&self) -> (BTreeMap<String, Node>, Option<Vec<u8>>) {
         let mut all = snapshot(self.tmp.path());
         all.retain(|path, _| path != "root" && !path.starts_with("root/"));
-        (all, xattr(self.tmp.path(), "trusted.overlay.opaque"))
+        (all, xattr(self.tmp.path(), "user.overlay.opaque"))
     }
 
     /// Applies `tar` and asserts that nothing outside the root changed.
@@ -459,7 +459,7 @@ fn opaque_marker_under_a_symlinked_dir_stays_inside() {
             }
             ApplyMode::Overlay => {
                 assert_eq!(
-                    xattr(&jail.root, "trusted.overlay.opaque").as_deref(),
+                    xattr(&jail.root, "user.overlay.opaque").as_deref(),
                     Some(&b"y"[..])
                 );
             }

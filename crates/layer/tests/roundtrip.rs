@@ -446,7 +446,7 @@ fn overlay_mode_writes_overlay_markers() {
         .finish();
     apply(&tar[..], root, ApplyMode::Overlay).unwrap();
     assert_eq!(
-        common::xattr(&root.join("d"), "trusted.overlay.opaque").as_deref(),
+        common::xattr(&root.join("d"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     assert_eq!(fs::read(root.join("d/x")).unwrap(), b"x");
@@ -459,7 +459,7 @@ fn overlay_mode_writes_overlay_markers() {
     // Recreated after its whiteout: a directory hiding everything below.
     assert_eq!(snap["z"].kind, "dir");
     assert_eq!(
-        common::xattr(&root.join("z"), "trusted.overlay.opaque").as_deref(),
+        common::xattr(&root.join("z"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
 }
@@ -784,12 +784,12 @@ fn squash_mode_accumulates_layers_like_an_overlay_stack() {
     assert!(!root.join("a/f1").exists(), "deleted inside the build");
     assert_eq!(std::fs::read(root.join("a/g")).unwrap(), b"g");
     assert_eq!(
-        common::xattr(&root.join("a"), "trusted.overlay.opaque").as_deref(),
+        common::xattr(&root.join("a"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     assert!(!root.join("d/x").exists() && root.join("d/y").exists());
     assert_eq!(
-        common::xattr(&root.join("d"), "trusted.overlay.opaque").as_deref(),
+        common::xattr(&root.join("d"), "user.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     assert!(

@@ -148,12 +148,23 @@ fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
             crate::Mount::Tmpfs { .. } => {}
         }
     }
-    mounts::pivot_into(&spec.rootfs.mountpoint).step(|| "pivot_root".into())?;
+    let in_userns = crate::isolation::in_user_namespace();
+    let host_devices = if in_userns {
+        Some(mounts::open_host_devices().step(|| "opening the host's device nodes".into())?)
+    } else {
+        None
+    };
+    let old_root =
+        mounts::pivot_into(&spec.rootfs.mountpoint, in_userns).step(|| "pivot_root".into())?;
 
     // From here on "/" is the container's root: every path resolves inside it.
     let mut stubs = Stubs::default();
-    mounts::setup_dev(&mut stubs).step(|| "setting up /dev".into())?;
-    mounts::setup_sys(&mut stubs).step(|| "mounting /sys".into())?;
+    let keep_old_root = old_root.is_some();
+    if let Some(old) = old_root {
+        stubs.created_dir(old);
+    }
+    mounts::setup_dev(&mut stubs, host_devices).step(|| "setting up /dev".into())?;
+    mounts::setup_sys(&mut stubs, in_userns).step(|| "mounting /sys".into())?;
     stubs
         .ensure_dir(Path::new("/proc"))
         .step(|| "creating /proc".into())?;
@@ -203,6 +214,7 @@ fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
         state_dir: state_dir.as_ref(),
         cgroup_procs: cgroup.as_ref().map(|c| c.procs.as_slice()).unwrap_or(&[]),
         tty: tty.as_ref(),
+        keep_old_root,
     };
     let result = run_command(&launch);
     if let Some(c) = cgroup {
@@ -248,6 +260,9 @@ struct Launch<'a> {
     state_dir: Option<&'a OwnedFd>,
     cgroup_procs: &'a [OwnedFd],
     tty: Option<&'a pty::Pty>,
+    /// The old root is still attached (user namespaces): the command detaches it once /proc
+    /// is mounted.
+    keep_old_root: bool,
 }
 
 fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
@@ -279,6 +294,7 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
         .map(|g| rustix::process::Gid::from_raw(*g))
         .collect();
     let with_tty = launch.tty.is_some();
+    let keep_old_root = launch.keep_old_root;
     let cgroup_procs = launch
         .cgroup_procs
         .iter()
@@ -303,6 +319,9 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
                 rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
             }
             mounts::mount_proc(PROC)?;
+            if keep_old_root {
+                mounts::detach_old_root()?;
+            }
             rustix::thread::set_thread_groups(&groups)?;
             rustix::thread::set_thread_res_gid(
                 rustix::process::Gid::from_raw(gid),

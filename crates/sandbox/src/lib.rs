@@ -16,6 +16,7 @@
 
 mod cgroup;
 mod helper;
+pub mod isolation;
 mod mounts;
 mod pty;
 mod scope;

@@ -62,10 +62,15 @@ pub(crate) fn mount_rootfs(rootfs: &RootFs, scratch: &Path) -> io::Result<()> {
 /// Options that keep the upper directory a plain diff: no redirects or metacopy-only
 /// copy-ups, which a layer tar could not express.
 const OVERLAY_OPTIONS: [(&str, &str); 3] = [
-    ("redirect_dir", "off"),
+    ("redirect_dir", "nofollow"),
     ("metacopy", "off"),
     ("index", "off"),
 ];
+/// overlayfs keeps its markers (opaque directories) in `user.overlay.*` xattrs, which a
+/// process in a user namespace may set, instead of `trusted.overlay.*`, which it may not: so
+/// snapshots have one format whether root or a rootless user made them (see
+/// `layer::OPAQUE_XATTR`).
+const OVERLAY_FLAG: &str = "userxattr";
 
 /// The new mount API takes each lower directory as its own parameter (`lowerdir+`, Linux 6.8),
 /// so the stack is not limited by the one-page option string of mount(2): images deeper than
@@ -82,6 +87,7 @@ fn mount_overlay_new_api(rootfs: &RootFs, lowers: &[PathBuf]) -> io::Result<()> 
     for (k, v) in OVERLAY_OPTIONS {
         rustix::mount::fsconfig_set_string(&fs, k, v).map_err(io_err)?;
     }
+    rustix::mount::fsconfig_set_flag(&fs, OVERLAY_FLAG).map_err(io_err)?;
     rustix::mount::fsconfig_create(&fs).map_err(io_err)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(io_err)?;
@@ -109,6 +115,7 @@ fn mount_overlay_legacy(rootfs: &RootFs, lowers: &[PathBuf]) -> io::Result<()> {
     for (k, v) in OVERLAY_OPTIONS {
         data.push_str(&format!(",{k}={v}"));
     }
+    data.push_str(&format!(",{OVERLAY_FLAG}"));
     let data = std::ffi::CString::new(data)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a layer path"))?;
     rustix::mount::mount(
@@ -121,12 +128,34 @@ fn mount_overlay_legacy(rootfs: &RootFs, lowers: &[PathBuf]) -> io::Result<()> {
     .map_err(io_err)
 }
 
+/// Where the host's root stays reachable for a moment in a user namespace (see
+/// [`pivot_into`]).
+pub(crate) const OLD_ROOT: &CStr = c"/.strata-old-root";
+
 /// Makes `dir` the root: the pivot_root(".", ".") idiom, then the old root is lazily detached.
-pub(crate) fn pivot_into(dir: &Path) -> io::Result<()> {
+///
+/// In a user namespace the kernel lets a process mount procfs or sysfs only while a fully
+/// visible instance of it is in its mount namespace: there the old root is kept at
+/// [`OLD_ROOT`] (returned, to be detached with [`detach_old_root`] once /proc is mounted).
+pub(crate) fn pivot_into(dir: &Path, keep_old_root: bool) -> io::Result<Option<PathBuf>> {
     std::env::set_current_dir(dir)?;
-    rustix::process::pivot_root(".", ".").map_err(io_err)?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(io_err)?;
-    std::env::set_current_dir("/")
+    if !keep_old_root {
+        rustix::process::pivot_root(".", ".").map_err(io_err)?;
+        rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(io_err)?;
+        std::env::set_current_dir("/")?;
+        return Ok(None);
+    }
+    let old = PathBuf::from(OLD_ROOT.to_string_lossy().trim_start_matches('/'));
+    fs::DirBuilder::new().mode(0o700).create(&old)?;
+    rustix::process::pivot_root(".", &old).map_err(io_err)?;
+    std::env::set_current_dir("/")?;
+    Ok(Some(Path::new("/").join(old)))
+}
+
+/// Detaches the old root kept by [`pivot_into`]. Only system calls on static paths: it runs
+/// between fork and exec.
+pub(crate) fn detach_old_root() -> io::Result<()> {
+    rustix::mount::unmount(OLD_ROOT, UnmountFlags::DETACH).map_err(io_err)
 }
 
 /// What the helper created or mounted inside the container, undone in reverse after the
@@ -189,6 +218,11 @@ impl Stubs {
         Ok(())
     }
 
+    /// Records a directory the helper made itself, to be removed at cleanup.
+    pub fn created_dir(&mut self, path: PathBuf) {
+        self.created.push((path, true));
+    }
+
     fn mounted(&mut self, path: &Path) {
         self.mounted.push(path.to_path_buf());
     }
@@ -198,6 +232,8 @@ impl Stubs {
 /// effort: a stub the command filled with content stays.
 pub(crate) fn cleanup(mut stubs: Stubs) {
     stubs.mounted.push(PathBuf::from("/proc"));
+    // Still attached only if the command never started (see `pivot_into`).
+    let _ = detach_old_root();
     for target in stubs.mounted.iter().rev() {
         let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
     }
@@ -313,8 +349,7 @@ impl Attach {
         .map_err(io_err)?;
         stubs.mounted(target);
         if self.readonly {
-            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
-                .map_err(io_err)?;
+            remount_readonly(target)?;
         }
         Ok(())
     }
@@ -346,9 +381,36 @@ pub(crate) fn tmpfs(
     Ok(())
 }
 
-/// A minimal /dev, as runc makes it: a tmpfs with the standard character devices, a private
-/// devpts instance, /dev/shm and the usual symlinks.
-pub(crate) fn setup_dev(stubs: &mut Stubs) -> io::Result<()> {
+/// The character devices every container gets, as (name, major, minor).
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// In a user namespace device nodes cannot be made (mknod needs CAP_MKNOD in the host's
+/// namespace): the host's own nodes are bind-mounted instead, as rootless runc does. They
+/// must be opened before pivot_root.
+pub(crate) fn open_host_devices() -> io::Result<Vec<Attach>> {
+    DEVICES
+        .iter()
+        .map(|(name, _, _)| {
+            Attach::bind(
+                Path::new(&format!("/dev/{name}")),
+                &format!("/dev/{name}"),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// A minimal /dev, as runc makes it: a tmpfs with the standard character devices (made, or
+/// the host's bound in `host_devices`), a private devpts instance, /dev/shm and the usual
+/// symlinks.
+pub(crate) fn setup_dev(stubs: &mut Stubs, host_devices: Option<Vec<Attach>>) -> io::Result<()> {
     let dev = Path::new("/dev");
     stubs.ensure_dir(dev)?;
     rustix::mount::mount(
@@ -360,25 +422,13 @@ pub(crate) fn setup_dev(stubs: &mut Stubs) -> io::Result<()> {
     )
     .map_err(io_err)?;
     stubs.mounted(dev);
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let path = dev.join(name);
-        rustix::fs::mknodat(
-            CWD,
-            &path,
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
-        )
-        .map_err(io_err)?;
-        // mknod is subject to the umask; the nodes must be world-usable.
-        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o666)).map_err(io_err)?;
+    match host_devices {
+        Some(binds) => {
+            for bind in binds {
+                bind.attach(stubs)?;
+            }
+        }
+        None => make_device_nodes(dev)?,
     }
     fs::DirBuilder::new().mode(0o755).create("/dev/pts")?;
     rustix::mount::mount(
@@ -410,24 +460,74 @@ pub(crate) fn setup_dev(stubs: &mut Stubs) -> io::Result<()> {
     Ok(())
 }
 
-/// A fresh, read-only sysfs (no host submounts such as cgroups come with it).
-pub(crate) fn setup_sys(stubs: &mut Stubs) -> io::Result<()> {
+fn make_device_nodes(dev: &Path) -> io::Result<()> {
+    for (name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        rustix::fs::mknodat(
+            CWD,
+            &path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .map_err(io_err)?;
+        // mknod is subject to the umask; the nodes must be world-usable.
+        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o666)).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// A fresh, read-only sysfs (no host submounts such as cgroups come with it). A user
+/// namespace that does not own its network namespace (host networking, rootless) may not
+/// mount one: /sys then stays empty, as with rootless podman's `--network host` without
+/// privileges.
+pub(crate) fn setup_sys(stubs: &mut Stubs, in_user_namespace: bool) -> io::Result<()> {
     let sys = Path::new("/sys");
     stubs.ensure_dir(sys)?;
-    rustix::mount::mount(
+    match rustix::mount::mount(
         "sysfs",
         sys,
         "sysfs",
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
-    )
-    .map_err(io_err)?;
+    ) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::PERM) if in_user_namespace => return Ok(()),
+        Err(e) => return Err(io_err(e)),
+    }
     stubs.mounted(sys);
     Ok(())
 }
 
 pub(crate) fn remount_root_readonly() -> io::Result<()> {
-    rustix::mount::mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "").map_err(io_err)
+    remount_readonly(Path::new("/"))
+}
+
+/// Makes a bind mount read-only, keeping the flags it has: in a user namespace the flags of
+/// a mount that came from the host (nosuid, nodev, noexec) are locked, and a remount that
+/// would clear them is refused.
+fn remount_readonly(target: &Path) -> io::Result<()> {
+    let have = rustix::fs::statvfs(target).map_err(io_err)?.f_flag;
+    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+    for (st, mf) in [
+        (rustix::fs::StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (rustix::fs::StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (rustix::fs::StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (rustix::fs::StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (
+            rustix::fs::StatVfsMountFlags::NODIRATIME,
+            MountFlags::NODIRATIME,
+        ),
+        (
+            rustix::fs::StatVfsMountFlags::RELATIME,
+            MountFlags::RELATIME,
+        ),
+    ] {
+        if have.contains(st) {
+            flags |= mf;
+        }
+    }
+    rustix::mount::mount_remount(target, flags, "").map_err(io_err)
 }
 
 /// Mounts /proc for the PID namespace of the caller (PID 1 of the container), then makes the

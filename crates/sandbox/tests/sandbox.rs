@@ -98,7 +98,7 @@ fn writes_land_in_upper_and_deletes_become_whiteouts() {
     assert!(f.p("upper/data/sub/g").exists());
     let opaque = rustix::fs::getxattr(
         f.p("upper/data/sub").as_path(),
-        "trusted.overlay.opaque",
+        "user.overlay.opaque",
         &mut [0u8; 4],
     );
     assert_eq!(opaque.ok(), Some(1), "recreated dir is opaque");

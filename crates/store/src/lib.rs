@@ -1,7 +1,7 @@
 //! The local store: everything strata keeps on disk about images.
 //!
 //! It owns the folder layout under the store root (`content/` as an OCI image layout,
-//! `snapshots-v1/`, `meta-v1/`, `tmp/`), content-addressed blob ingest and verified reads, the
+//! `snapshots-v2/`, `meta-v1/`, `tmp/`), content-addressed blob ingest and verified reads, the
 //! named-image records (`content/index.json`), unpacked snapshots (one per chain id, shared by
 //! every image that has that layer stack), the lock that lets several strata processes share one
 //! store, and garbage collection.
@@ -95,7 +95,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 oci::io_context!(StoreError);
 
 const CONTENT_DIR: &str = "content";
-const SNAPSHOTS_DIR: &str = "snapshots-v1";
+/// v2: opaque directories carry `user.overlay.opaque` (v1 had `trusted.overlay.opaque`).
+const SNAPSHOTS_DIR: &str = "snapshots-v2";
 const META_DIR: &str = "meta-v1";
 const TMP_DIR: &str = "tmp";
 

@@ -5,9 +5,9 @@ use oci::{ChainId, Descriptor, DiffId, chain_ids};
 
 use crate::{ImageRecord, IoContext, LayerInfo, Result, Store, StoreError};
 
-/// An unpacked layer stack member: the directory `snapshots-v1/<chain id>/fs` holds one layer's
+/// An unpacked layer stack member: the directory `snapshots-v2/<chain id>/fs` holds one layer's
 /// files in overlay format (whiteouts as 0/0 character devices, opaque directories marked with
-/// the `trusted.overlay.opaque` xattr), ready to be an overlayfs lower directory.
+/// the `user.overlay.opaque` xattr), ready to be an overlayfs lower directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub chain_id: ChainId,

@@ -20,13 +20,55 @@ use store::Store;
 pub struct Context {
     pub root: PathBuf,
     pub quiet: bool,
+    pub isolation: sandbox::isolation::Isolation,
 }
 
 impl Context {
     pub fn store(&self) -> Result<Store> {
+        check_store_owner(&self.root, self.isolation)?;
         Store::open(&self.root)
             .with_context(|| format!("opening the store at {}", self.root.display()))
     }
+}
+
+/// A store belongs to the one user whose ids its files carry: root's holds files owned by
+/// host uids, a rootless user's holds files owned through that user's id mapping. Either one
+/// read by the other would give wrong owners in every layer (and fail to write), so it is
+/// refused before anything is touched.
+fn check_store_owner(
+    root: &std::path::Path,
+    isolation: sandbox::isolation::Isolation,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(root) else {
+        return Ok(());
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() == me {
+        return Ok(());
+    }
+    let (whose, hint) = if isolation.is_rootless() {
+        (
+            "a user other than you (root's, or another user's: its owner is not mapped into your \
+             user namespace)"
+                .to_string(),
+            "use a store of your own: drop --root/STRATA_ROOT (the default is \
+             $XDG_DATA_HOME/strata), or choose a directory you own",
+        )
+    } else {
+        (
+            format!(
+                "uid {} (a rootless user's store: its files are owned through that user's \
+                 subordinate ids)",
+                meta.uid()
+            ),
+            "run strata as that user, or use another --root for root's builds",
+        )
+    };
+    anyhow::bail!(
+        "the store at {} belongs to {whose}\n  hint: {hint}",
+        root.display()
+    )
 }
 
 #[derive(Subcommand, Debug)]

@@ -710,7 +710,7 @@ fn rmi_and_prune_keep_what_containers_use() {
     env.ok(&["rmi", "again:1"]);
     env.ok(&["prune"]);
     assert_eq!(env.ok(&["images", "-q"]), "");
-    let snapshots = std::fs::read_dir(env.root().join("snapshots-v1"))
+    let snapshots = std::fs::read_dir(env.root().join("snapshots-v2"))
         .unwrap()
         .count();
     assert_eq!(snapshots, 0, "nothing is kept once no container uses it");

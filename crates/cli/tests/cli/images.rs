@@ -172,7 +172,7 @@ fn tag_and_rmi() {
             .is_none()
     );
     assert!(
-        std::fs::read_dir(env.root().join("snapshots-v1"))
+        std::fs::read_dir(env.root().join("snapshots-v2"))
             .unwrap()
             .next()
             .is_none()

@@ -105,7 +105,7 @@ impl Env {
     /// Every file under the store's content and snapshot folders (for "nothing changed" checks).
     pub fn store_files(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for sub in ["content", "snapshots-v1", "meta-v1"] {
+        for sub in ["content", "snapshots-v2", "meta-v1"] {
             collect(&self.root().join(sub), &self.root(), &mut out);
         }
         out

@@ -229,7 +229,10 @@ pub fn xattrs_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let n = rustix::fs::llistxattr(path, &mut buf[..]).unwrap_or(0);
     let mut out = Vec::new();
     for name in buf[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name == b"security.selinux" {
+        if name.starts_with(b"trusted.overlay.")
+            || name.starts_with(b"user.overlay.")
+            || name == b"security.selinux"
+        {
             continue;
         }
         let mut val = vec![0u8; 65536];
