@@ -1,6 +1,6 @@
 //! Writing and applying layers: round trips, determinism, overlay upper dirs, and the merged
 //! view of a snapshot stack checked against a real overlay mount. Runs as root (mknod,
-//! trusted.* xattrs, mount).
+//! user.overlay xattrs, mount).
 
 // Helpers outside #[test] fns panic on failure too.
 #![allow(clippy::unwrap_used)]

@@ -311,7 +311,8 @@ impl OverlayMount {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(":");
-        let mut opts = format!("lowerdir={lower},redirect_dir=off,index=off,metacopy=off");
+        let mut opts =
+            format!("lowerdir={lower},redirect_dir=nofollow,index=off,metacopy=off,userxattr");
         if let Some((upper, work)) = upper {
             opts.push_str(&format!(
                 ",upperdir={},workdir={}",
