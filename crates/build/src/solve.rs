@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -902,6 +902,18 @@ impl Solver<'_> {
         for d in [&workdir, &mnt] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
+        if chroot_isolation() {
+            return with_copied_dest(
+                &lowers,
+                &upper,
+                &mnt,
+                scratch.path(),
+                link,
+                sources,
+                work,
+                after,
+            );
+        }
         sandbox::in_private_mounts(|| {
             let mut src_fds = Vec::new();
             for (i, source) in sources.iter().enumerate() {
@@ -1187,6 +1199,35 @@ impl Solver<'_> {
                 readonly: true,
             });
         }
+        let chroot = chroot_isolation();
+        let mountpoint = scratch.path().join("mnt");
+        let copied = if chroot {
+            mounts = copy_out_mounts(mounts, scratch.path()).map_err(|e| step_error(step, e))?;
+            let mut state = copy_out(&lowers, &mountpoint).map_err(|e| step_error(step, e))?;
+            for m in &mounts {
+                if let sandbox::Mount::Bind { target, .. } | sandbox::Mount::Tmpfs { target, .. } =
+                    m
+                {
+                    state.relax(target);
+                }
+            }
+            Some(state)
+        } else {
+            None
+        };
+        let rootfs = if chroot {
+            sandbox::RootFs {
+                mountpoint: mountpoint.clone(),
+                ..Default::default()
+            }
+        } else {
+            sandbox::RootFs {
+                lowers,
+                upper: Some(pending.fs()),
+                work: Some(scratch.path().join("work")),
+                mountpoint: mountpoint.clone(),
+            }
+        };
         let spec = sandbox::ProcessSpec {
             args: r.args.clone(),
             env,
@@ -1196,15 +1237,11 @@ impl Solver<'_> {
             additional_gids: user.additional_gids,
             hostname: "buildkitsandbox".into(),
             network: self.network_for(r),
-            rootfs: sandbox::RootFs {
-                lowers,
-                upper: Some(pending.fs()),
-                work: Some(scratch.path().join("work")),
-                mountpoint: scratch.path().join("mnt"),
-            },
+            rootfs,
             mounts,
             readonly_rootfs: false,
             scratch: scratch.path().join("etc"),
+            chroot,
             ..Default::default()
         };
         let mut child = sandbox::spawn(
@@ -1262,6 +1299,11 @@ impl Solver<'_> {
                 }
             }
             return Err(step_error(step, message.trim_end().to_string()));
+        }
+        if let Some(state) = copied {
+            state
+                .write_upper(&mountpoint, &pending.fs())
+                .map_err(|e| step_error(step, format!("recording the changes: {e}")))?;
         }
         self.commit(run, pending, true)
     }
@@ -1663,6 +1705,123 @@ fn next_chain(run: &StageRun, diff: &DiffId) -> ChainId {
         None => ChainId(diff.digest().clone()),
         Some(parent) => ChainId(Digest::of(format!("{} {}", parent.chain, diff).as_bytes())),
     }
+}
+
+/// Whether this process runs under the chroot isolation: no mounts, so every "root over
+/// these snapshots" is a copy of them (the copying snapshotter, `layer::materialize`), and
+/// what a step changed is found by comparing the copy with its recorded state.
+fn chroot_isolation() -> bool {
+    sandbox::isolation::current() == sandbox::isolation::Isolation::Chroot
+}
+
+/// Copies a stack of snapshots (top first) into `dest` (made here) and records its state.
+fn copy_out(lowers: &[PathBuf], dest: &Path) -> Result<layer::TreeState, String> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+    layer::materialize(&refs, dest).map_err(|e| format!("copying the layers out: {e}"))?;
+    layer::TreeState::record(dest).map_err(|e| e.to_string())
+}
+
+/// [`Solver::with_dest`] under the chroot isolation: the stage's layers (and each source
+/// made of layers) copied into plain directories, `work` run chrooted there in a forked
+/// process, and the changes written into `upper` in overlay format.
+#[allow(clippy::too_many_arguments)]
+fn with_copied_dest<T, F, G>(
+    lowers: &[PathBuf],
+    upper: &Path,
+    mnt: &Path,
+    scratch: &Path,
+    link: bool,
+    sources: &[&SourceDir],
+    work: F,
+    after: G,
+) -> Result<(), String>
+where
+    F: FnOnce(Vec<std::os::fd::OwnedFd>) -> Result<T, String>,
+    G: FnOnce(T) -> Result<(), String>,
+{
+    let mut source_dirs = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        source_dirs.push(match source {
+            SourceDir::Plain(p) => p.clone(),
+            SourceDir::Layers(l) => {
+                let dir = scratch.join(format!("src{i}"));
+                copy_out(l, &dir)?;
+                dir
+            }
+        });
+    }
+    let (root, state) = if link {
+        (upper.to_path_buf(), None)
+    } else {
+        (mnt.to_path_buf(), Some(copy_out(lowers, mnt)?))
+    };
+    sandbox::in_forked_process(|| {
+        let mut src_fds = Vec::new();
+        for p in &source_dirs {
+            src_fds.push(SourceRoot::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?);
+        }
+        let guard =
+            sandbox::enter_root(&root).map_err(|e| format!("entering the stage's root: {e}"))?;
+        let result = work(src_fds);
+        guard
+            .leave()
+            .map_err(|e| format!("leaving the stage's root: {e}"))?;
+        after(result?)
+    })
+    .map_err(|e| format!("starting the copy process: {e}"))??;
+    if let Some(state) = state {
+        state
+            .write_upper(mnt, upper)
+            .map_err(|e| format!("recording the changes: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A RUN's mounts under the chroot isolation: each mount of layers (another stage, an image,
+/// the context under its ignore mask, a seeded cache) becomes a copy of them in the scratch
+/// directory, moved into the root for the step; its writes are discarded, so a seeded cache
+/// does not persist there. `source=` must resolve inside the copy.
+fn copy_out_mounts(
+    mounts: Vec<sandbox::Mount>,
+    scratch: &Path,
+) -> Result<Vec<sandbox::Mount>, String> {
+    let mut out = Vec::with_capacity(mounts.len());
+    for (i, m) in mounts.into_iter().enumerate() {
+        let sandbox::Mount::Layers {
+            mut lowers,
+            upper,
+            source,
+            target,
+            readonly,
+        } = m
+        else {
+            out.push(m);
+            continue;
+        };
+        if let Some((upper, _)) = upper {
+            lowers.insert(0, upper);
+        }
+        let dir = scratch.join(format!("mount-copy-{i}"));
+        copy_out(&lowers, &dir)?;
+        let inside = dir
+            .join(source.trim_start_matches('/'))
+            .canonicalize()
+            .map_err(|e| format!("the mount source {source}: {e}"))?;
+        let top = dir.canonicalize().map_err(|e| e.to_string())?;
+        if !inside.starts_with(&top) {
+            return Err(format!(
+                "the mount source {source} leads outside its root through a symlink, which \
+                 --isolation chroot cannot resolve inside it"
+            ));
+        }
+        out.push(sandbox::Mount::Bind {
+            source: inside,
+            target,
+            readonly,
+        });
+    }
+    Ok(out)
 }
 
 fn run_lowers(run: &StageRun) -> Vec<PathBuf> {

@@ -21,6 +21,7 @@
 //! writers and directories. It never holds a layer in memory, and never mounts anything.
 
 mod apply;
+mod changes;
 mod compression;
 mod fsx;
 mod hashing;
@@ -32,6 +33,7 @@ mod write;
 use std::io;
 
 pub use apply::{ApplyMode, apply};
+pub use changes::{TreeState, materialize};
 pub use compression::{Compression, Decompressor, Encoder, decompress};
 pub use hashing::{HashingReader, HashingWriter, ParallelHashingWriter};
 pub use sniff::{CopyError, Sniffed, copy_sniffing};

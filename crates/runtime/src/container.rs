@@ -303,6 +303,7 @@ pub fn create(store: &Store, opts: &RunOptions) -> Result<Created> {
         resources: (!resources.is_empty()).then_some(resources),
         state_dir: Some(paths.state.clone()),
         ready_fd: None,
+        chroot: false,
     };
     Ok(Created {
         record,

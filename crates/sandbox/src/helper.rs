@@ -88,6 +88,9 @@ pub(crate) fn main(spec_env: &str) -> i32 {
 }
 
 fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
+    if spec.chroot {
+        return run_chrooted(spec, signals);
+    }
     mounts::make_private().step(|| "making mounts private".into())?;
     // Host-side handles, opened before pivot_root makes the host unreachable.
     let state_dir = match &spec.state_dir {
@@ -215,6 +218,7 @@ fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
         cgroup_procs: cgroup.as_ref().map(|c| c.procs.as_slice()).unwrap_or(&[]),
         tty: tty.as_ref(),
         keep_old_root,
+        mount_proc: true,
     };
     let result = run_command(&launch);
     if let Some(c) = cgroup {
@@ -225,9 +229,75 @@ fn run(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
     Ok(code)
 }
 
-/// The files BuildKit supplies to every RUN: written to the scratch dir, bind-mounted over the
-/// container's own, so they never end up in a layer.
-fn write_etc_files(spec: &ProcessSpec) -> io::Result<Vec<(PathBuf, String)>> {
+/// The chroot isolation (see [`crate::chroot`]): the root filesystem is a plain directory
+/// the caller filled; nothing is mounted and no namespace is made.
+fn run_chrooted(spec: &ProcessSpec, signals: &SignalFd) -> Result<i32, Failure> {
+    let refuse = |what: &str| Failure {
+        step: what.to_string(),
+        error: io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not possible with --isolation chroot (no mounts or cgroups here)",
+        ),
+        code: EXIT_SETUP_FAILED,
+    };
+    if spec.readonly_rootfs {
+        return Err(refuse("making the root filesystem read-only"));
+    }
+    if spec.resources.as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(refuse("limiting resources"));
+    }
+    let state_dir = match &spec.state_dir {
+        Some(dir) => {
+            Some(crate::state::open_dir(dir).step(|| format!("opening {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let etc = etc_files(spec);
+    let sources =
+        crate::chroot::open_sources(&spec.mounts).step(|| "opening the mount sources".into())?;
+    let root = &spec.rootfs.mountpoint;
+    rustix::process::chroot(root)
+        .map_err(io::Error::from)
+        .step(|| format!("chroot into {}", root.display()))?;
+    std::env::set_current_dir("/").step(|| "entering the root".into())?;
+    let mut placed = crate::chroot::Placed::default();
+    let result = (|| {
+        crate::chroot::place_devices(&mut placed).step(|| "setting up /dev".into())?;
+        crate::chroot::place_etc_files(&mut placed, &etc)
+            .step(|| "writing /etc/hosts, /etc/resolv.conf".into())?;
+        crate::chroot::place(&mut placed, sources).step(|| "placing the mounts".into())?;
+        let cwd = if spec.cwd.is_empty() {
+            "/"
+        } else {
+            spec.cwd.as_str()
+        };
+        let mut stubs = Stubs::default();
+        stubs
+            .ensure_workdir(Path::new(cwd))
+            .step(|| format!("creating working directory {cwd}"))?;
+        let tty = if spec.tty {
+            Some(pty::Pty::open().step(|| "allocating a terminal".into())?)
+        } else {
+            None
+        };
+        let launch = Launch {
+            spec,
+            cwd,
+            signals,
+            state_dir: state_dir.as_ref(),
+            cgroup_procs: &[],
+            tty: tty.as_ref(),
+            keep_old_root: false,
+            mount_proc: false,
+        };
+        run_command(&launch)
+    })();
+    placed.undo();
+    result
+}
+
+/// The files BuildKit supplies to every RUN, as (path in the container, content).
+fn etc_files(spec: &ProcessSpec) -> Vec<(String, Vec<u8>)> {
     let host = if spec.hostname.is_empty() {
         "localhost"
     } else {
@@ -235,17 +305,23 @@ fn write_etc_files(spec: &ProcessSpec) -> io::Result<Vec<(PathBuf, String)>> {
     };
     let hosts = format!("127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    vec![
+        ("/etc/hosts".into(), hosts.into_bytes()),
+        ("/etc/resolv.conf".into(), resolv),
+        ("/etc/hostname".into(), format!("{host}\n").into_bytes()),
+    ]
+}
+
+/// The files of [`etc_files`]: written to the scratch dir, bind-mounted over the container's
+/// own, so they never end up in a layer.
+fn write_etc_files(spec: &ProcessSpec) -> io::Result<Vec<(PathBuf, String)>> {
     std::fs::create_dir_all(&spec.scratch)?;
-    let files = [
-        ("hosts", hosts.into_bytes()),
-        ("resolv.conf", resolv),
-        ("hostname", format!("{host}\n").into_bytes()),
-    ];
     let mut out = Vec::new();
-    for (name, content) in files {
+    for (target, content) in etc_files(spec) {
+        let name = target.trim_start_matches("/etc/");
         let path = spec.scratch.join(name);
         std::fs::write(&path, content)?;
-        out.push((path, format!("/etc/{name}")));
+        out.push((path, target));
     }
     Ok(out)
 }
@@ -263,6 +339,8 @@ struct Launch<'a> {
     /// The old root is still attached (user namespaces): the command detaches it once /proc
     /// is mounted.
     keep_old_root: bool,
+    /// Mount /proc for the command (not in a chroot, where mounts are refused).
+    mount_proc: bool,
 }
 
 fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
@@ -295,6 +373,7 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
         .collect();
     let with_tty = launch.tty.is_some();
     let keep_old_root = launch.keep_old_root;
+    let mount_proc = launch.mount_proc;
     let cgroup_procs = launch
         .cgroup_procs
         .iter()
@@ -318,7 +397,9 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
             if with_tty {
                 rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
             }
-            mounts::mount_proc(PROC)?;
+            if mount_proc {
+                mounts::mount_proc(PROC)?;
+            }
             if keep_old_root {
                 mounts::detach_old_root()?;
             }

@@ -15,6 +15,7 @@
 //! It never decides *what* to run or where layers come from: it gets directories and a spec.
 
 mod cgroup;
+pub mod chroot;
 mod helper;
 pub mod isolation;
 mod mounts;
@@ -27,7 +28,7 @@ pub mod users;
 
 pub use cgroup::Resources;
 pub use pty::RawTerminal;
-pub use scope::{RootGuard, enter_root, in_private_mounts, mount_layers};
+pub use scope::{RootGuard, enter_root, in_forked_process, in_private_mounts, mount_layers};
 pub use signals::parse_signal;
 pub use state::{Status, kill, status, wait_stopped};
 pub use supervise::{Started, run_attached, start_detached};
@@ -139,6 +140,10 @@ pub struct ProcessSpec {
     /// [`start_detached`].
     #[serde(default)]
     pub ready_fd: Option<i32>,
+    /// The chroot isolation: `rootfs.mountpoint` already holds the whole root filesystem;
+    /// chroot into it, make no namespace and mount nothing (see [`chroot`]).
+    #[serde(default)]
+    pub chroot: bool,
 }
 
 /// If this process is a sandbox helper, does the helper's job and exits; otherwise returns at
@@ -170,11 +175,15 @@ pub fn spawn(
     stderr: Stdio,
 ) -> Result<Child, SandboxError> {
     let json = serde_json::to_string(spec)?;
-    let mut flags = rustix::thread::UnshareFlags::NEWNS
-        | rustix::thread::UnshareFlags::NEWPID
-        | rustix::thread::UnshareFlags::NEWUTS
-        | rustix::thread::UnshareFlags::NEWIPC;
-    if spec.network == Network::None {
+    let mut flags = if spec.chroot {
+        rustix::thread::UnshareFlags::empty()
+    } else {
+        rustix::thread::UnshareFlags::NEWNS
+            | rustix::thread::UnshareFlags::NEWPID
+            | rustix::thread::UnshareFlags::NEWUTS
+            | rustix::thread::UnshareFlags::NEWIPC
+    };
+    if spec.network == Network::None && !spec.chroot {
         flags |= rustix::thread::UnshareFlags::NEWNET;
     }
     let mut command = Command::new("/proc/self/exe");
@@ -193,7 +202,9 @@ pub fn spawn(
     // threads can confuse them; this process has exactly one thread and execs right after.
     unsafe {
         command.pre_exec(move || {
-            rustix::thread::unshare_unsafe(flags)?;
+            if !flags.is_empty() {
+                rustix::thread::unshare_unsafe(flags)?;
+            }
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             Ok(())
         });

@@ -30,6 +30,73 @@ where
     })
 }
 
+/// Runs `work` in a forked child process and returns its result: for the chroot isolation,
+/// where a thread may not take a filesystem context of its own (seccomp refuses every
+/// unshare), so [`enter_root`] inside `work` must change the root of a whole process. The
+/// child has one thread and exits with `_exit` when `work` returns; its error text comes back
+/// through a pipe.
+pub fn in_forked_process<F>(work: F) -> io::Result<Result<(), String>>
+where
+    F: FnOnce() -> Result<(), String>,
+{
+    use std::io::{Read, Write};
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    #[allow(unsafe_code)]
+    // SAFETY: after fork only this thread exists in the child. `work` is strata's own file
+    // copying code: it allocates (glibc's malloc takes its locks around fork, so they are
+    // free in the child), makes system calls and may start threads of its own, but takes no
+    // lock another thread of the parent could have held at the fork (no stdout, no logging,
+    // no progress reporting). The child never returns into the caller's frames: it leaves
+    // through `_exit`, running no destructors or atexit handlers of the parent's state.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(read);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .unwrap_or_else(|_| Err("the copy panicked".to_string()));
+        let code = match outcome {
+            Ok(()) => 0,
+            Err(message) => {
+                let mut pipe = std::fs::File::from(write);
+                let _ = pipe.write_all(message.as_bytes());
+                1
+            }
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: _exit ends the child at once; nothing of the parent's state is touched.
+        unsafe {
+            libc::_exit(code)
+        }
+    }
+    drop(write);
+    let mut message = String::new();
+    let _ = std::fs::File::from(read).read_to_string(&mut message);
+    let mut status = 0;
+    loop {
+        #[allow(unsafe_code)]
+        // SAFETY: waitpid on the child just forked, with a valid pointer to a local int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else if message.is_empty() {
+            Err(format!("the copy process failed (wait status {status})"))
+        } else {
+            Err(message)
+        },
+    )
+}
+
 fn leave_shared_namespaces() -> io::Result<()> {
     let flags = rustix::thread::UnshareFlags::FS | rustix::thread::UnshareFlags::NEWNS;
     #[allow(unsafe_code)]

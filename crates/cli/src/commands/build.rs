@@ -263,6 +263,7 @@ fn now_ns() -> i128 {
 }
 
 pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
+    ctx.announce_isolation();
     let tags = args
         .tags
         .iter()

@@ -24,6 +24,30 @@ pub struct Context {
 }
 
 impl Context {
+    /// Containers need namespaces and mounts; under the chroot isolation only builds run.
+    pub fn need_namespaces(&self, what: &str) -> Result<()> {
+        if self.isolation.can_mount() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{what} needs mount and PID namespaces, which this environment refuses \
+             (isolation chroot: an unprivileged container)\n  hint: builds, pushes and pulls \
+             work here; run the image where namespaces are allowed (as root on a host, \
+             rootless as a user, or in a container started with --privileged)"
+        )
+    }
+
+    /// Says once, for the verbs that run steps, which isolation is used when it gives up
+    /// anything.
+    pub fn announce_isolation(&self) {
+        if !self.isolation.can_mount() {
+            eprintln!(
+                "strata: isolation chroot (namespaces and mounts are not permitted here): {}",
+                sandbox::chroot::GIVES_UP
+            );
+        }
+    }
+
     pub fn store(&self) -> Result<Store> {
         check_store_owner(&self.root, self.isolation)?;
         Store::open(&self.root)
@@ -144,7 +168,10 @@ pub fn run(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Push(a) => registry::push(ctx, a),
         Command::Login(a) => registry::login(ctx, a),
         Command::Logout(a) => registry::logout(ctx, a),
-        Command::Run(a) => return containers::run(ctx, *a),
+        Command::Run(a) => {
+            ctx.need_namespaces("strata run")?;
+            return containers::run(ctx, *a);
+        }
         Command::Ps(a) => containers::ps(ctx, a),
         Command::Stop(a) => containers::stop(ctx, a),
         Command::Rm(a) => containers::rm(ctx, a),
