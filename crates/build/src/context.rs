@@ -244,17 +244,7 @@ impl BuildContext {
                 }
             }
             let path = mask.join(&rel);
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &path,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rustix::fs::makedev(0, 0),
-            )
-            .map_err(|e| ContextError::Io {
-                path,
-                source: e.into(),
-            })?;
+            layer::make_whiteout(&path).map_err(|source| ContextError::Io { path, source })?;
         }
         // Last, as creating the whiteouts changed the copies' times.
         for rel in mirrored {

@@ -243,6 +243,10 @@ impl Applier {
             return self.hardlink(e, at, parent, shown);
         }
         let existing = at.stat_if_exists().map_err(io_err)?;
+        let was_whiteout = match &existing {
+            Some(info) => at.is_whiteout(info).map_err(io_err)?,
+            None => false,
+        };
         if e.kind == Kind::Dir {
             match existing {
                 // Directory over directory: merge, keeping what is inside.
@@ -256,7 +260,7 @@ impl Applier {
                 }
             }
             let dir = at.open_dir().map_err(io_err)?;
-            if self.mode != ApplyMode::Flatten && existing.is_some_and(|i| i.is_whiteout()) {
+            if self.mode != ApplyMode::Flatten && was_whiteout {
                 // The layer deleted this name and then recreated it as a directory: nothing
                 // from below may show through.
                 set_opaque(dir.as_fd()).map_err(io_err)?;
@@ -720,14 +724,7 @@ fn mark_whiteout(at: At<'_>) -> io::Result<()> {
     match at.stat_if_exists()? {
         Some(info) if info.is_dir() => set_opaque(at.open_dir()?.as_fd()),
         Some(_) => Ok(()),
-        None => rustix::fs::mknodat(
-            at.dir,
-            at.name,
-            FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(io::Error::from),
+        None => at.make_whiteout(),
     }
 }
 

@@ -211,16 +211,17 @@ impl UpperWriter<'_> {
             }
         }
         if !all && let Some(old_names) = self.old.children.get(rel) {
+            let dst_fd = crate::fsx::open_dir_path(dst).map_err(|e| io_err("opening", dst, e))?;
             for gone in old_names.iter().filter(|n| names.binary_search(n).is_err()) {
-                let at = dst.join(OsStr::from_bytes(gone));
-                rustix::fs::mknodat(
-                    CWD,
-                    &at,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(|e| io_err("writing the whiteout", &at, e.into()))?;
+                crate::fsx::At::new(std::os::fd::AsFd::as_fd(&dst_fd), gone)
+                    .make_whiteout()
+                    .map_err(|e| {
+                        io_err(
+                            "writing the whiteout",
+                            &dst.join(OsStr::from_bytes(gone)),
+                            e,
+                        )
+                    })?;
                 wrote = true;
             }
         }

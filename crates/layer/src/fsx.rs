@@ -171,6 +171,54 @@ impl<'a> At<'a> {
         Ok(())
     }
 
+    /// Whether the object (stat as `info`) is an overlayfs whiteout: a 0/0 character device,
+    /// or an xattr whiteout (see [`At::make_whiteout`]).
+    pub fn is_whiteout(&self, info: &NodeInfo) -> io::Result<bool> {
+        if info.is_whiteout() {
+            return Ok(true);
+        }
+        if info.file_type != FileType::RegularFile || info.size != 0 {
+            return Ok(false);
+        }
+        Ok(self.xattr(XATTR_WHITEOUT)?.is_some())
+    }
+
+    /// Leaves a whiteout at this (free) name: a 0/0 character device, or where the filesystem
+    /// refuses one (an overlayfs, such as the root of the container strata runs in), an xattr
+    /// whiteout as overlayfs reads it since Linux 6.7: an empty file with
+    /// `user.overlay.whiteout`, in a directory whose `user.overlay.opaque` is `x` (unless it is
+    /// already opaque, `y`, which hides everything below anyway).
+    pub fn make_whiteout(&self) -> io::Result<()> {
+        match rustix::fs::mknodat(
+            self.dir,
+            self.name,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::PERM | Errno::NOTSUP | Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let file = rustix::fs::openat(
+            self.dir,
+            self.name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::fs::fsetxattr(
+            &file,
+            OsStr::from_bytes(XATTR_WHITEOUT),
+            b"y",
+            XattrFlags::empty(),
+        )?;
+        let parent = At::itself(self.dir);
+        if parent.xattr(crate::OPAQUE_XATTR.as_bytes())?.is_none() {
+            parent.set_xattr(crate::OPAQUE_XATTR.as_bytes(), b"x")?;
+        }
+        Ok(())
+    }
+
     /// Opens a directory without following a symlink in its place.
     pub fn open_dir(&self) -> io::Result<OwnedFd> {
         let name: &[u8] = if self.name.is_empty() {
@@ -218,6 +266,9 @@ impl<'a> At<'a> {
         }
     }
 }
+
+/// The xattr that makes an empty regular file an overlayfs whiteout (with `userxattr`).
+pub(crate) const XATTR_WHITEOUT: &[u8] = b"user.overlay.whiteout";
 
 /// Opens a directory given by a host path (the root of a tree or of an apply target).
 pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {

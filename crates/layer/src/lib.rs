@@ -50,6 +50,18 @@ pub const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 /// CAP_SYS_ADMIN on the host, so root and rootless snapshots could not share a format.
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
+/// Leaves an overlayfs whiteout at `path` (nothing may be there): a 0/0 character device,
+/// or an xattr whiteout where the filesystem refuses one (see `fsx::At::make_whiteout`).
+pub fn make_whiteout(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a whiteout needs a name"))?;
+    let dir = fsx::open_dir_path(parent)?;
+    fsx::At::new(std::os::fd::AsFd::as_fd(&dir), name.as_bytes()).make_whiteout()
+}
+
 /// Whether `dir` (a snapshot or upper directory) is marked opaque.
 pub fn is_opaque(dir: &std::path::Path) -> bool {
     let mut buf = [0u8; 2];

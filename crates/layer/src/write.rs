@@ -139,6 +139,7 @@ struct Child {
     /// Index into the frame's `layers` of the topmost layer holding this name.
     slot: usize,
     info: NodeInfo,
+    whiteout: bool,
 }
 
 struct Walker<'a> {
@@ -166,7 +167,7 @@ impl Walker<'_> {
             let (layer, fd) = &frame.layers[child.slot];
             let at = At::new(fd.as_fd(), &child.src_name);
 
-            if self.policy == Policy::OverlayUpper && child.info.is_whiteout() {
+            if self.policy == Policy::OverlayUpper && child.whiteout {
                 sink.marker(path, &child.info)?;
                 continue;
             }
@@ -269,12 +270,13 @@ impl Walker<'_> {
         let mut children = Vec::with_capacity(topmost.len());
         for (src_name, slot) in topmost {
             let (layer, fd) = &layers[slot];
-            let info = At::new(fd.as_fd(), &src_name)
-                .stat()
-                .map_err(|e| self.err(*layer, &join(dir_path, &src_name), e))?;
+            let at = At::new(fd.as_fd(), &src_name);
+            let fail = |e| self.err(*layer, &join(dir_path, &src_name), e);
+            let info = at.stat().map_err(fail)?;
+            let whiteout = self.policy != Policy::Literal && at.is_whiteout(&info).map_err(fail)?;
             let tar_name = match self.policy {
-                Policy::Merge if info.is_whiteout() => continue,
-                Policy::OverlayUpper if info.is_whiteout() => {
+                Policy::Merge if whiteout => continue,
+                Policy::OverlayUpper if whiteout => {
                     let mut n = WHITEOUT_PREFIX.to_vec();
                     n.extend_from_slice(&src_name);
                     n
@@ -286,6 +288,7 @@ impl Walker<'_> {
                 src_name,
                 slot,
                 info,
+                whiteout,
             });
         }
         children.sort_by(|a, b| b.tar_name.cmp(&a.tar_name));
