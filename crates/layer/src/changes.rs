@@ -40,21 +40,36 @@ struct Stamp {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    /// Birth time, where the filesystem records one: an inode number can be reused at once
+    /// (ext4 does), so a directory removed and made again is only told apart by this.
+    btime: Option<(i64, u32)>,
     rdev: u64,
 }
 
 impl Stamp {
-    fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp {
-            ino: meta.ino(),
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-            rdev: meta.rdev(),
-        }
+    fn of(path: &Path) -> Result<Stamp, LayerError> {
+        use rustix::fs::{StatxFlags, statx};
+        let st = statx(
+            CWD,
+            path,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )
+        .map_err(|e| io_err("reading", path, e.into()))?;
+        let t = |ts: rustix::fs::StatxTimestamp| (ts.tv_sec, i64::from(ts.tv_nsec));
+        Ok(Stamp {
+            ino: st.stx_ino,
+            mode: u32::from(st.stx_mode),
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            size: st.stx_size,
+            mtime: t(st.stx_mtime),
+            ctime: t(st.stx_ctime),
+            btime: StatxFlags::from_bits_retain(st.stx_mask)
+                .contains(StatxFlags::BTIME)
+                .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec)),
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+        })
     }
 
     fn file_type(&self) -> FileType {
@@ -110,8 +125,7 @@ impl TreeState {
     /// Records every object under `root`.
     pub fn record(root: &Path) -> Result<TreeState, LayerError> {
         let mut state = TreeState::default();
-        let meta = fs::symlink_metadata(root).map_err(|e| io_err("reading", root, e))?;
-        state.stamps.insert(Vec::new(), Stamp::of(&meta));
+        state.stamps.insert(Vec::new(), Stamp::of(root)?);
         state.record_dir(root, Vec::new())?;
         Ok(state)
     }
@@ -120,10 +134,10 @@ impl TreeState {
         let names = sorted_names(dir).map_err(|e| io_err("listing", dir, e))?;
         for name in &names {
             let path = dir.join(OsStr::from_bytes(name));
-            let meta = fs::symlink_metadata(&path).map_err(|e| io_err("reading", &path, e))?;
+            let stamp = Stamp::of(&path)?;
             let child = join(&rel, name);
-            self.stamps.insert(child.clone(), Stamp::of(&meta));
-            if meta.is_dir() {
+            self.stamps.insert(child.clone(), stamp);
+            if stamp.is_dir() {
                 self.record_dir(&path, child)?;
             }
         }
@@ -143,7 +157,7 @@ impl TreeState {
         let Some(old) = self.stamps.get(rel) else {
             return Status::New;
         };
-        if old.ino != now.ino || old.file_type() != now.file_type() {
+        if old.ino != now.ino || old.btime != now.btime || old.file_type() != now.file_type() {
             return Status::Replaced;
         }
         let same = if now.is_dir() || self.relaxed.contains(rel) {
@@ -190,7 +204,7 @@ impl UpperWriter<'_> {
             let status = if all {
                 Status::New
             } else {
-                self.old.status(&child_rel, &Stamp::of(&meta))
+                self.old.status(&child_rel, &Stamp::of(&child_src)?)
             };
             if meta.is_dir() {
                 make_dir(&child_dst)?;

@@ -797,3 +797,108 @@ fn squash_mode_accumulates_layers_like_an_overlay_stack() {
         "whiteouts stay to hide the base"
     );
 }
+
+/// The same changes made through a kernel overlay mount and in a copied-out tree: the copy's
+/// recorded changes ([`layer::TreeState::write_upper`]) give the same layer as the kernel's
+/// upper directory, whiteouts, opaque directories and hardlinks included.
+fn change_tree(root: &Path) {
+    fs::write(root.join("data/new.txt"), "new\n").unwrap();
+    fs::write(root.join("data/old"), "rewritten\n").unwrap();
+    fs::set_permissions(root.join("keep"), fs::Permissions::from_mode(0o600)).unwrap();
+    lchown(root.join("data/sub/f"), Some(1000), Some(1000)).unwrap();
+    fs::remove_file(root.join("gone")).unwrap();
+    fs::remove_dir_all(root.join("olddir")).unwrap();
+    fs::remove_dir_all(root.join("data/sub2")).unwrap();
+    fs::create_dir(root.join("data/sub2")).unwrap();
+    fs::write(root.join("data/sub2/fresh"), "fresh\n").unwrap();
+    fs::create_dir_all(root.join("a/b/c")).unwrap();
+    fs::write(root.join("a/b/c/one"), "1\n").unwrap();
+    fs::hard_link(root.join("a/b/c/one"), root.join("a/two")).unwrap();
+    std::os::unix::fs::symlink("../keep", root.join("a/link")).unwrap();
+    fs::rename(root.join("data/moveme"), root.join("moved")).unwrap();
+}
+
+#[test]
+fn copied_tree_changes_match_the_kernels_overlay_upper() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = t.join("base");
+    for d in ["data/sub", "data/sub2", "olddir/inner"] {
+        fs::create_dir_all(base.join(d)).unwrap();
+    }
+    for (f, c) in [
+        ("data/old", "old\n"),
+        ("data/moveme", "move\n"),
+        ("data/sub/f", "f\n"),
+        ("data/sub2/stale", "stale\n"),
+        ("olddir/inner/x", "x\n"),
+        ("keep", "keep\n"),
+        ("gone", "gone\n"),
+    ] {
+        fs::write(base.join(f), c).unwrap();
+    }
+    let (_, base_tar) = layer_of(DiffSource::Tree(&base), &plain());
+    let lower = t.join("lower");
+    fs::create_dir(&lower).unwrap();
+    apply(&base_tar[..], &lower, ApplyMode::Overlay).unwrap();
+
+    let (upper, work, mnt) = (t.join("upper"), t.join("work"), t.join("mnt"));
+    for d in [&upper, &work, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    {
+        let _m = OverlayMount::new(&[&lower], Some((&upper, &work)), &mnt);
+        change_tree(&mnt);
+    }
+    let (copy, copied_upper) = (t.join("copy"), t.join("copied-upper"));
+    fs::create_dir(&copy).unwrap();
+    fs::create_dir(&copied_upper).unwrap();
+    layer::materialize(&[&lower], &copy).unwrap();
+    let state = layer::TreeState::record(&copy).unwrap();
+    change_tree(&copy);
+    state.write_upper(&copy, &copied_upper).unwrap();
+
+    // Files made during the test are newer than the epoch, so every time is pinned to it.
+    let opts = DiffOptions {
+        compression: Compression::None,
+        source_date_epoch: Some(1_000_000),
+    };
+    let (kernel, kernel_tar) = layer_of(DiffSource::OverlayUpper(&upper), &opts);
+    let (copied, copied_tar) = layer_of(DiffSource::OverlayUpper(&copied_upper), &opts);
+    assert_eq!(
+        tar_listing(&copied_tar),
+        tar_listing(&kernel_tar),
+        "the same entries"
+    );
+    assert_eq!(copied.diff_id, kernel.diff_id, "the same bytes");
+    let names: Vec<String> = tar_listing(&kernel_tar).into_iter().map(|e| e.0).collect();
+    for expected in [
+        "gone",
+        ".wh.gone",
+        ".wh.olddir",
+        "data/sub2/.wh..wh..opq",
+        "a/two",
+    ] {
+        if expected == "gone" {
+            assert!(!names.iter().any(|n| n == "gone"), "{names:?}");
+        } else {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unchanged_trees_record_no_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, upper) = (tmp.path().join("tree"), tmp.path().join("upper"));
+    fs::create_dir_all(tree.join("d/e")).unwrap();
+    fs::write(tree.join("d/e/f"), "f").unwrap();
+    fs::create_dir(&upper).unwrap();
+    let state = layer::TreeState::record(&tree).unwrap();
+    fs::read_to_string(tree.join("d/e/f")).unwrap();
+    state.write_upper(&tree, &upper).unwrap();
+    assert_eq!(fs::read_dir(&upper).unwrap().count(), 0);
+}
