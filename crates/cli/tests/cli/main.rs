@@ -167,5 +167,6 @@ mod differential;
 mod dockerignore;
 mod errors;
 mod images;
+mod isolation;
 mod registry;
 mod registry_interop;
