@@ -403,7 +403,13 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
             if keep_old_root {
                 mounts::detach_old_root()?;
             }
-            rustix::thread::set_thread_groups(&groups)?;
+            // A user namespace that maps a single id has setgroups denied; with no groups
+            // to set there is nothing lost.
+            match rustix::thread::set_thread_groups(&groups) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) if groups.is_empty() => {}
+                Err(e) => return Err(e.into()),
+            }
             rustix::thread::set_thread_res_gid(
                 rustix::process::Gid::from_raw(gid),
                 rustix::process::Gid::from_raw(gid),

@@ -15,7 +15,7 @@ use super::{EPOCH, Env};
 
 /// Dockerfiles (over a busybox `base`) whose RUN and COPY steps exercise what snapshots must
 /// get right: owners, whiteouts, opaque directories, renames, hardlinks, stages, mounts.
-const CORPUS: &[(&str, &str)] = &[
+pub(super) const CORPUS: &[(&str, &str)] = &[
     (
         "owners",
         "FROM base
@@ -64,7 +64,7 @@ ADD f /plain/
 ];
 
 /// The corpus case `name` in a fresh context directory under `env`.
-fn context(env: &Env, name: &str, dockerfile: &str) -> PathBuf {
+pub(super) fn context(env: &Env, name: &str, dockerfile: &str) -> PathBuf {
     let ctx = env.path(&format!("ctx-{name}"));
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();

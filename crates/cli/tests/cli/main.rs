@@ -170,3 +170,4 @@ mod images;
 mod isolation;
 mod registry;
 mod registry_interop;
+mod rootless;
