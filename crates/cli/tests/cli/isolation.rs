@@ -79,28 +79,34 @@ pub(super) fn context(env: &Env, name: &str, dockerfile: &str) -> PathBuf {
     ctx
 }
 
-fn build_id(env: &Env, isolation: &str, ctx: &Path) -> String {
+/// Builds a corpus context (made by [`context`] under `env`) with `cmd`, reproducibly;
+/// returns the image id and stderr.
+pub(super) fn build_with(mut cmd: assert_cmd::Command, env: &Env, ctx: &Path) -> (String, String) {
     let secret = format!("id=tok,src={}", env.path("secret").display());
-    let out = env
-        .cmd()
+    let out = cmd
         .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["--isolation", isolation, "build", "-q", "--secret", &secret])
+        .args(["build", "-q", "--secret", &secret])
         .arg(ctx)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "--isolation {isolation} build of {}: {}",
-        ctx.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build of {}: {stderr}", ctx.display());
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        stderr,
+    )
+}
+
+fn build_id(env: &Env, isolation: &str, ctx: &Path) -> String {
+    let mut cmd = env.cmd();
+    cmd.args(["--isolation", isolation]);
+    let (id, stderr) = build_with(cmd, env, ctx);
     assert_eq!(
         stderr.contains("isolation chroot"),
         isolation == "chroot",
         "the chroot isolation says once what it gives up: {stderr}"
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    id
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use super::isolation::{CORPUS, context};
+use super::isolation::{CORPUS, build_with, context};
 use super::{EPOCH, Env};
 
 const RUNUSER: &str = "/usr/sbin/runuser";
@@ -88,39 +88,12 @@ impl UserEnv {
     }
 
     fn build_id(&self, ctx: &Path) -> String {
-        let secret = format!("id=tok,src={}", self.env.path("secret").display());
-        let out = self
-            .cmd()
-            .env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(["build", "-q", "--secret", &secret])
-            .arg(ctx)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rootless build of {}: {}",
-            ctx.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        build_with(assert_cmd::Command::from_std(self.cmd()), &self.env, ctx).0
     }
 }
 
 fn root_build_id(env: &Env, ctx: &Path) -> String {
-    let secret = format!("id=tok,src={}", env.path("secret").display());
-    let out = env
-        .cmd()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["build", "-q", "--secret", &secret])
-        .arg(ctx)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    build_with(env.cmd(), env, ctx).0
 }
 
 #[test]
