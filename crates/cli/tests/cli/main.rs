@@ -73,9 +73,13 @@ impl Env {
 
     /// Imports a busybox root filesystem (tar) as `name`, with pinned timestamps.
     pub fn import_busybox(&self, name: &str) -> String {
+        self.import_busybox_with(self.cmd(), name)
+    }
+
+    /// [`Env::import_busybox`] through `cmd` (strata run another way, e.g. as another user).
+    pub fn import_busybox_with(&self, mut cmd: Command, name: &str) -> String {
         let tar = self.busybox_tar();
-        let out = self
-            .cmd()
+        let out = cmd
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .args(["import", tar.to_str().unwrap(), name])
             .output()

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use super::Env;
 use super::isolation::{CORPUS, build_with, context};
-use super::{EPOCH, Env};
 
 const RUNUSER: &str = "/usr/sbin/runuser";
 
@@ -73,18 +73,8 @@ impl UserEnv {
     }
 
     fn import_busybox(&self, name: &str) {
-        let tar = self.env.busybox_tar();
-        let out = self
-            .cmd()
-            .env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(["import", tar.to_str().unwrap(), name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.env
+            .import_busybox_with(assert_cmd::Command::from_std(self.cmd()), name);
     }
 
     fn build_id(&self, ctx: &Path) -> String {
