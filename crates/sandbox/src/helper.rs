@@ -371,6 +371,7 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
         .iter()
         .map(|g| rustix::process::Gid::from_raw(*g))
         .collect();
+    let only_primary = groups.iter().all(|g| g.as_raw() == gid);
     let with_tty = launch.tty.is_some();
     let keep_old_root = launch.keep_old_root;
     let mount_proc = launch.mount_proc;
@@ -403,11 +404,11 @@ fn run_command(launch: &Launch<'_>) -> Result<i32, Failure> {
             if keep_old_root {
                 mounts::detach_old_root()?;
             }
-            // A user namespace that maps a single id has setgroups denied; with no groups
-            // to set there is nothing lost.
+            // A user namespace that maps a single id has setgroups denied; when the only
+            // groups asked for are the primary one (or none), nothing is lost.
             match rustix::thread::set_thread_groups(&groups) {
                 Ok(()) => {}
-                Err(rustix::io::Errno::PERM) if groups.is_empty() => {}
+                Err(rustix::io::Errno::PERM) if only_primary => {}
                 Err(e) => return Err(e.into()),
             }
             rustix::thread::set_thread_res_gid(

@@ -203,6 +203,13 @@ fn without_subordinate_ids_only_the_user_is_mapped_and_strata_says_so() {
             && stderr.contains("usermod --add-subuids"),
         "{stderr}"
     );
+    let out = user.run(&["run", "--rm", "base", "id", "-u"]);
+    assert!(
+        out.status.success(),
+        "a container runs in single-id mode: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
     std::fs::write(ctx.join("Dockerfile"), "FROM base\nRUN chown 1000 /tmp\n").unwrap();
     let out = user.run(&["build", "-t", "two", ctx.to_str().unwrap()]);
     assert!(!out.status.success(), "chown to an unmapped id fails");
