@@ -74,26 +74,9 @@ fn times_of(meta: &fs::Metadata) -> Timestamps {
 impl Placed {
     /// Creates missing directories down to `dir` (inside the chroot), each one recorded.
     fn ensure_dir(&mut self, dir: &Path) -> io::Result<()> {
-        let mut current = PathBuf::from("/");
-        for component in dir.components().skip(1) {
-            current.push(component);
-            match fs::symlink_metadata(&current) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() && current.is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a directory", current.display()),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new().mode(0o755).create(&current)?;
-                    self.steps.push(Undo::Created(current.clone()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        crate::mounts::create_missing_dirs(dir, &mut |made| {
+            self.steps.push(Undo::Created(made.to_path_buf()));
+        })
     }
 
     /// Makes room at `target`: its parent exists, and an object already there is moved aside

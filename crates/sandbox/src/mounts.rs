@@ -179,27 +179,11 @@ impl Stubs {
     }
 
     fn ensure_dirs(&mut self, path: &Path, record: bool) -> io::Result<()> {
-        let mut current = PathBuf::from("/");
-        for component in path.components().skip(1) {
-            current.push(component);
-            match fs::metadata(&current) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a directory", current.display()),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new().mode(0o755).create(&current)?;
-                    if record {
-                        self.created.push((current.clone(), true));
-                    }
-                }
-                Err(e) => return Err(e),
+        create_missing_dirs(path, &mut |made| {
+            if record {
+                self.created.push((made.to_path_buf(), true));
             }
-        }
-        Ok(())
+        })
     }
 
     /// Creates an empty file at `path` (and its parents) when missing.
@@ -226,6 +210,30 @@ impl Stubs {
     fn mounted(&mut self, path: &Path) {
         self.mounted.push(path.to_path_buf());
     }
+}
+
+/// Creates the missing directories down to `path` (an absolute path inside the current
+/// root; symlinks to directories are followed), telling `made` of each one created.
+pub(crate) fn create_missing_dirs(path: &Path, made: &mut dyn FnMut(&Path)) -> io::Result<()> {
+    let mut current = PathBuf::from("/");
+    for component in path.components().skip(1) {
+        current.push(component);
+        match fs::metadata(&current) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", current.display()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new().mode(0o755).create(&current)?;
+                made(&current);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts what the helper mounted and removes the stubs it created, newest first. Best
